@@ -1,0 +1,1 @@
+"""swaplab: face-swap research framework."""

@@ -1,0 +1,188 @@
+"""The GAN LightningModule skeleton shared by the four methods.
+
+A method subclasses `SwapGAN` and defines `generate` (the swap), `generator_losses` and
+`discriminator_losses` (named, unweighted terms). The skeleton owns the step logic: manual optimization,
+the generator output computed once per step and detached for D, toggled-optimizer blocks, explicit
+scheduler steps, gradient clipping, a generator EMA, weighted sums from `loss_weights` and logging as
+`train/g/<term>` / `train/d/<term>`. `trainer.global_step` counts generator iterations: the D update is
+applied through the strategy so that it does not advance the step counter.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from swaplab.experts import Experts
+from swaplab.losses import WeightedSum
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class SwapOutput:
+    """A batch of swaps: `swap` (B,3,H,W) in [-1, 1] and method-specific tensors in `extras`."""
+
+    swap: torch.Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def detach(self) -> SwapOutput:
+        def _detach(v: Any) -> Any:
+            if torch.is_tensor(v):
+                return v.detach()
+            if isinstance(v, (list, tuple)):
+                return type(v)(_detach(x) for x in v)
+            return v
+
+        return replace(self, swap=self.swap.detach(), extras={k: _detach(v) for k, v in self.extras.items()})
+
+
+class SwapGAN(pl.LightningModule):
+    """GAN training skeleton; see the module docstring for what subclasses provide."""
+
+    generator_terms: tuple[str, ...] = ()  # weighted generator loss terms (names in loss_weights)
+    discriminator_terms: tuple[str, ...] = ()  # weighted D terms beyond real/fake (e.g. "gp")
+    required_experts: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        generator: nn.Module,  # plain nn.Module, loadable alone for inference
+        discriminator: nn.Module | None,  # None for methods without an adversarial term
+        experts: Experts,  # frozen networks shared with losses and metrics
+        loss_weights: Mapping[str, float],  # flat {term: weight}, from conf/loss/<model>.yaml
+        optimizer_g: Callable[..., torch.optim.Optimizer],  # partial: params -> optimizer
+        optimizer_d: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler_g: Callable[..., Any] | None = None,  # partial: optimizer -> scheduler, stepped per iteration
+        scheduler_d: Callable[..., Any] | None = None,
+        ema_decay: float | None = None,  # generator EMA (used by forward / inference when set)
+        grad_clip_norm: float | None = None,  # clip G and D gradients to this norm
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        experts.require(*self.required_experts)
+        if discriminator is not None and optimizer_d is None:
+            raise ValueError("a discriminator needs optimizer_d")
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) or null, got {ema_decay}")
+        self.generator = generator
+        self.discriminator = discriminator
+        self.experts = experts
+        weights = dict(loss_weights)
+        WeightedSum(weights, self.generator_terms + self.discriminator_terms, type(self).__name__)  # validate
+        self.g_loss = WeightedSum({k: weights[k] for k in self.generator_terms}, self.generator_terms, "generator")
+        d_weights = {"real": 1.0, "fake": 1.0, **{k: weights[k] for k in self.discriminator_terms}}
+        self.d_loss = WeightedSum(d_weights, d_weights, "discriminator")
+        self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
+        self.scheduler_g, self.scheduler_d = scheduler_g, scheduler_d
+        self.ema_decay = ema_decay
+        self.grad_clip_norm = grad_clip_norm
+        self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay else None
+        self.run_config: dict[str, Any] = {}  # resolved run config, stored in checkpoints for inference
+
+    # ---- what a method defines -------------------------------------------------------------
+    def generate(self, source: torch.Tensor, target: torch.Tensor, generator: nn.Module) -> SwapOutput:
+        raise NotImplementedError
+
+    def generator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def discriminator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # ---- inference ----------------------------------------------------------------------------
+    @property
+    def inference_generator(self) -> nn.Module:
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
+    def forward(self, source: torch.Tensor, target: torch.Tensor) -> SwapOutput:
+        return self.generate(source, target, self.inference_generator)
+
+    def train(self, mode: bool = True) -> SwapGAN:
+        super().train(mode)
+        if self.generator_ema is not None:
+            self.generator_ema.eval()
+        return self
+
+    # ---- optimization -------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizers = [self.optimizer_g(self.generator.parameters())]
+        schedulers = []
+        if self.scheduler_g is not None:
+            schedulers.append({"scheduler": self.scheduler_g(optimizers[0]), "interval": "step", "name": "lr/g"})
+        if self.discriminator is not None:
+            optimizers.append(self.optimizer_d(self.discriminator.parameters()))
+            if self.scheduler_d is not None:
+                schedulers.append({"scheduler": self.scheduler_d(optimizers[1]), "interval": "step", "name": "lr/d"})
+        return optimizers, schedulers
+
+    def _optimizer_pair(self) -> tuple[Any, Any | None]:
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        return opts[0], (opts[1] if len(opts) > 1 else None)
+
+    def _clip(self, optimizer: Any) -> None:
+        if self.grad_clip_norm:
+            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
+
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        opt_g, opt_d = self._optimizer_pair()
+        out = self.generate(batch["source"], batch["target"], self.generator)
+
+        with self.toggled_optimizer(opt_g):
+            g_total, g_logs = self.g_loss(self.generator_losses(batch, out))
+            self.manual_backward(g_total)
+            self._clip(opt_g)
+            opt_g.step()
+            opt_g.zero_grad(set_to_none=True)
+
+        logs = {f"train/g/{k}": v for k, v in g_logs.items()}
+        if opt_d is not None:
+            fake = out.detach()
+            with self.toggled_optimizer(opt_d):
+                d_total, d_logs = self.d_loss(self.discriminator_losses(batch, fake))
+                self.manual_backward(d_total)
+                self._clip(opt_d)
+                # Through the strategy (precision/AMP handled) but without advancing global_step.
+                self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=lambda: None)
+                opt_d.zero_grad(set_to_none=True)
+            logs.update({f"train/d/{k}": v for k, v in d_logs.items()})
+
+        schedulers = self.lr_schedulers() or []
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+        self._update_ema()
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=batch["target"].shape[0])
+        self.log("train/g/total_pbar", g_logs["total"], prog_bar=True, logger=False)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.generator_ema is None:
+            return
+        ema_params = list(self.generator_ema.parameters())
+        torch._foreach_lerp_(ema_params, list(self.generator.parameters()), 1.0 - self.ema_decay)
+        for ema_buf, buf in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
+            ema_buf.copy_(buf)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        out = self.forward(batch["source"], batch["target"])
+        _, logs = self.g_loss(self.generator_losses(batch, out))
+        self.log_dict({f"val/g/{k}": v for k, v in logs.items()}, on_epoch=True, sync_dist=True,
+                      batch_size=batch["target"].shape[0])
+
+    # ---- bookkeeping ----------------------------------------------------------------------------
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {"params/generator": sum(p.numel() for p in self.generator.parameters())}
+        if self.discriminator is not None:
+            counts["params/discriminator"] = sum(p.numel() for p in self.discriminator.parameters())
+        for role, info in self.experts.describe().items():
+            counts[f"params/experts/{role}"] = info["params"]
+        return counts
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["swaplab"] = {"config": self.run_config, "experts": self.experts.describe()}

@@ -1,0 +1,44 @@
+"""FaceShifter (Li et al. 2019), stage 1: AEI-Net trained adversarially.
+
+L = adv + 10 L_att + 5 L_id + 10 L_rec (weights from conf/loss/faceshifter.yaml):
+L_att = 0.5 sum_k ||z_att^k(Y) - z_att^k(X_t)||^2, L_id = 1 - cos(z_id(Y), z_id(X_s)),
+L_rec = 0.5 ||Y - X_t||^2 on pairs with X_s = X_t (batch["same"]).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from swaplab.losses import AdversarialLoss, IdentityLoss, MultiLevelFeatureLoss, ReconstructionLoss
+from swaplab.models.base import Batch, SwapGAN, SwapOutput
+from swaplab.models.faceshifter.aei_net import AEINet
+
+
+class FaceShifter(SwapGAN):
+    generator_terms = ("adv", "att", "id", "rec")
+    required_experts = ("identity",)
+
+    def __init__(self, generator: AEINet, discriminator: nn.Module, adversarial: str = "hinge",
+                 reconstruction: str = "half_l2", **base_kwargs) -> None:
+        super().__init__(generator=generator, discriminator=discriminator, **base_kwargs)
+        self.adversarial = AdversarialLoss(adversarial)
+        self.attribute_loss = MultiLevelFeatureLoss()
+        self.identity_loss = IdentityLoss()
+        self.reconstruction_loss = ReconstructionLoss(reconstruction)
+
+    def generate(self, source: torch.Tensor, target: torch.Tensor, generator: nn.Module) -> SwapOutput:
+        z_id = self.experts.identity(source)
+        swap, z_att = generator(target, z_id)
+        return SwapOutput(swap, {"z_id": z_id, "z_att": z_att})
+
+    def generator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:
+        return {
+            "adv": self.adversarial.generator(self.discriminator(out.swap)),
+            "att": self.attribute_loss(self.generator.encoder(out.swap), out.extras["z_att"]),
+            "id": self.identity_loss(self.experts.identity(out.swap), out.extras["z_id"]),
+            "rec": self.reconstruction_loss(out.swap, batch["target"], where=batch["same"]),
+        }
+
+    def discriminator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:
+        return self.adversarial.discriminator(self.discriminator(batch["source"]), self.discriminator(out.swap))

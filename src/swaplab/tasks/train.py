@@ -1,0 +1,56 @@
+"""train(cfg): build experts, data, model, callbacks, loggers and trainer from config, then fit."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from swaplab.models.loading import build_model
+from swaplab.utils.checkpoint_io import AtomicCheckpointIO
+from swaplab.utils.config import validate_train_config
+from swaplab.utils.instantiate import instantiate_map
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Returns (final metrics, the run's objects)."""
+    validate_train_config(cfg)
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
+
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    model, experts = build_model(cfg)
+    callbacks = instantiate_map(cfg.get("callbacks"), "callbacks")
+    loggers = instantiate_map(cfg.get("logger"), "logger")
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], _convert_="all"
+    )
+    for logger in loggers:
+        logger.log_hyperparams({**model.run_config, **model.parameter_counts()})
+
+    objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "experts": experts,
+               "callbacks": callbacks, "loggers": loggers, "trainer": trainer}
+    if cfg.get("train", True):
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    log.info("Run directory: %s", output_dir)
+    return metrics, objects
+
+
+def metric_value(metrics: dict[str, float], name: str | None) -> float | None:
+    """The value a sweeper optimizes; a clear error when the run never produced it."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric '{name}' was not logged; logged metrics: {sorted(metrics)}")
+    return metrics[name]

@@ -1,0 +1,51 @@
+"""Start-up checks: a bad config value fails before any model is built, with every problem listed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _is_power_of_two(n: object) -> bool:
+    return isinstance(n, int) and n >= 8 and n & (n - 1) == 0
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    problems: list[str] = []
+    data, trainer = cfg.get("data"), cfg.get("trainer")
+    if data is None or trainer is None or cfg.get("model") is None or cfg.get("experts") is None:
+        raise ConfigError("train needs the config groups data, model, experts and trainer")
+
+    if not _is_power_of_two(data.get("resolution")):
+        problems.append(f"data.resolution must be a power of two >= 8, got {data.get('resolution')}")
+    batch = data.get("batch_size")
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    if not isinstance(batch, int) or batch < 1:
+        problems.append(f"data.batch_size must be a positive integer, got {batch}")
+    elif isinstance(devices, int) and devices > 0 and batch % (devices * nodes):
+        problems.append(f"data.batch_size={batch} (global) is not divisible by {devices * nodes} processes "
+                        f"(trainer.devices={devices} x trainer.num_nodes={nodes})")
+    workers = data.get("num_workers", 0)
+    if not isinstance(workers, int) or workers < 0:
+        problems.append(f"data.num_workers must be an integer >= 0, got {workers}")
+
+    max_steps, max_epochs = trainer.get("max_steps", -1), trainer.get("max_epochs", -1)
+    if (max_steps is None or max_steps <= 0) and (max_epochs is None or max_epochs <= 0) \
+            and not trainer.get("fast_dev_run"):
+        problems.append("set trainer.max_steps (iterations) or trainer.max_epochs to a positive value")
+
+    for name, weight in (cfg.model.get("loss_weights") or {}).items():
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+            problems.append(f"model.loss_weights.{name} must be a number >= 0, got {weight!r}")
+
+    ckpt = cfg.get("ckpt_path")
+    if ckpt and not Path(ckpt).is_file():
+        problems.append(f"ckpt_path={ckpt} does not exist")
+
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))

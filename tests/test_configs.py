@@ -1,0 +1,127 @@
+"""Every option of every config group and every experiment composes and instantiates; bad values fail early."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+from helpers import CONF, TINY, compose_config, run_cli
+from omegaconf import OmegaConf
+
+from swaplab.experts import IResNet
+from swaplab.models.loading import build_model
+from swaplab.utils.config import ConfigError, validate_train_config
+from swaplab.utils.instantiate import instantiate_map
+
+GROUPS = ["model", "loss", "data", "experts", "trainer", "logger", "callbacks", "evaluation", "experiment",
+          "hparams_search", "debug", "paths", "hydra"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))
+           if not (g == "debug" and p.stem == "default")]
+
+
+def test_every_group_has_options():
+    found = {g for g, _ in OPTIONS}
+    assert found == set(GROUPS)
+    assert {"cpu", "gpu", "ddp", "ddp_sim"} <= {o for g, o in OPTIONS if g == "trainer"}
+    assert {"wandb", "csv", "tensorboard", "none"} <= {o for g, o in OPTIONS if g == "logger"}
+    assert {"fdr", "overfit", "limit", "profiler"} <= {o for g, o in OPTIONS if g == "debug"}
+
+
+def write_fake_pretrained_identity(cfg) -> None:
+    """A state dict with the official key names at the registry's file location (tiny widths via TINY)."""
+    from swaplab.experts.registry import WEIGHTS
+
+    node = cfg.experts.identity
+    net = IResNet(depth=node.depth, widths=tuple(node.widths), input_size=node.input_size)
+    path = Path(node.weights_dir) / WEIGHTS[node.registry_key].filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), path)
+
+
+def instantiate_everything(cfg) -> dict:
+    validate_train_config(cfg)
+    if cfg.experts.identity.get("weights") == "pretrained":
+        write_fake_pretrained_identity(cfg)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    model, experts = build_model(cfg)
+    callbacks = instantiate_map(cfg.get("callbacks"), "callbacks")
+    loggers = instantiate_map(cfg.get("logger"), "logger")
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all")
+    return {"datamodule": datamodule, "model": model, "experts": experts, "trainer": trainer}
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_option_composes_and_instantiates(group, option, tmp_path):
+    overrides = [f"{group}={option}", *TINY]
+    if group in ("trainer", "experiment") and not torch.cuda.is_available():
+        overrides.append("trainer.accelerator=cpu")  # gpu/ddp options on a CPU-only machine
+    cfg = compose_config("train", tmp_path, overrides)
+    objects = instantiate_everything(cfg)
+    assert objects["model"].experts is objects["experts"]
+    assert objects["datamodule"].resolution == 32
+    batch = objects["datamodule"].train_set.__getitems__([0, 1])
+    out = objects["model"](batch["source"], batch["target"])
+    assert out.swap.shape == (2, 3, 32, 32)
+    if group == "hparams_search":
+        for key in cfg_sweep_params(option):
+            assert OmegaConf.select(cfg, key) is not None, f"sweep parameter {key} is not in the config"
+
+
+def cfg_sweep_params(option: str) -> list[str]:
+    return list(OmegaConf.load(CONF / "hparams_search" / f"{option}.yaml").hydra.sweeper.params.keys())
+
+
+@pytest.mark.parametrize("name", ["eval", "swap"])
+def test_other_entry_configs_compose(name, tmp_path):
+    cfg = compose_config(name, tmp_path, ["ckpt=x.ckpt"] + (["source=a.png", "target=b"] if name == "swap" else []))
+    assert cfg.task_name == name and cfg.ckpt == "x.ckpt"
+
+
+def test_loss_group_follows_model_choice(tmp_path):
+    cfg = compose_config("train", tmp_path, ["model=faceshifter"])
+    assert dict(cfg.model.loss_weights) == {"adv": 1.0, "att": 10.0, "id": 5.0, "rec": 10.0}
+
+
+def test_paper_experiment_is_the_paper_setting(tmp_path):
+    cfg = compose_config("train", tmp_path, ["experiment=faceshifter_paper"])
+    assert cfg.data.resolution == 256
+    assert cfg.model.generator.base_channels == 32 and cfg.model.generator.max_channels == 1024
+    assert cfg.model.optimizer_g.lr == 4e-4 and list(cfg.model.optimizer_g.betas) == [0.0, 0.999]
+    assert cfg.experts.identity.weights == "pretrained" and cfg.experts.identity.depth == 100
+    assert cfg.data.train.same_identity_rate == 0.2
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.resolution=48", "data.resolution must be a power of two"),
+        ("data.batch_size=0", "data.batch_size must be a positive integer"),
+        ("model.loss_weights.id=-1", "model.loss_weights.id must be a number >= 0"),
+        ("ckpt_path=/no/such/last.ckpt", "does not exist"),
+        ("trainer.max_steps=-1", "set trainer.max_steps"),
+    ],
+)
+def test_bad_values_fail_at_startup(override, message, tmp_path):
+    cfg = compose_config("train", tmp_path, [*TINY, override])
+    with pytest.raises(ConfigError, match=message):
+        validate_train_config(cfg)
+
+
+def test_batch_not_divisible_by_processes(tmp_path):
+    cfg = compose_config("train", tmp_path, [*TINY, "trainer=ddp_sim", "data.batch_size=5"])
+    with pytest.raises(ConfigError, match="not divisible by 2 processes"):
+        validate_train_config(cfg)
+
+
+def test_unknown_loss_weight_is_named(tmp_path):
+    cfg = compose_config("train", tmp_path, [*TINY, "+model.loss_weights.lpips=1"])
+    with pytest.raises(Exception, match="unknown: \\['lpips'\\]"):
+        build_model(cfg)
+
+
+def test_cli_rejects_bad_config_before_training(tmp_path):
+    with pytest.raises(AssertionError, match="data.resolution must be a power of two"):
+        run_cli("train.py", *TINY, "data.resolution=50", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert not (tmp_path / "checkpoints").exists()

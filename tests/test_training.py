@@ -1,0 +1,113 @@
+"""Training end to end in-process: overfitting, frozen experts, exact resume, atomic checkpoints, EMA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TINY, compose_config, read_metrics
+
+from swaplab.tasks.train import train
+from swaplab.utils.checkpoint_io import atomic_torch_save, safe_torch_load
+
+
+def train_tiny(tmp_path: Path, *overrides: str):
+    cfg = compose_config("train", tmp_path, [*TINY, "logger=csv", "trainer.log_every_n_steps=1", *overrides])
+    return train(cfg)
+
+
+def test_overfitting_one_batch_of_same_pairs_cuts_reconstruction_5x(tmp_path):
+    train_tiny(tmp_path, "debug=overfit", "trainer.max_steps=100", "data.batch_size=2", "data.train.same_identity_rate=1.0",
+               "callbacks=none")
+    rec = read_metrics(tmp_path / "csv" / "metrics.csv", "train/g/rec")
+    steps = sorted(rec)
+    first, last = rec[steps[0]], sum(rec[s] for s in steps[-3:]) / 3
+    assert steps[0] == 0 and len(steps) == 100
+    assert first / last >= 5, f"reconstruction only went from {first:.4f} to {last:.4f}"
+
+
+def test_experts_stay_frozen_and_out_of_checkpoints(tmp_path):
+    _, objects = train_tiny(tmp_path, "trainer.max_steps=2", "trainer.val_check_interval=2")
+    expert = objects["experts"].identity
+    fresh = compose_config("train", tmp_path / "fresh", TINY)
+    from swaplab.models.loading import build_model
+
+    _, same_seed_experts = build_model(fresh)  # random experts are seeded: this is the untrained expert
+    for (name, p), p0 in zip(expert.net.state_dict().items(), same_seed_experts.identity.net.state_dict().values()):
+        assert torch.equal(p, p0), f"expert parameter {name} changed during training"
+    assert not expert.training
+    ckpt = safe_torch_load(tmp_path / "checkpoints" / "last.ckpt")
+    prefixes = {k.split(".")[0] for k in ckpt["state_dict"]}
+    assert prefixes == {"generator", "discriminator"}
+    assert ckpt["swaplab"]["experts"]["identity"]["weights"] == "random"
+    assert ckpt["swaplab"]["config"]["model"]["loss_weights"]["id"] == 5.0
+
+
+def test_global_step_counts_generator_iterations(tmp_path):
+    _, objects = train_tiny(tmp_path, "trainer.max_steps=3", "trainer.val_check_interval=100", "callbacks=none")
+    assert objects["trainer"].global_step == 3
+    steps = sorted(read_metrics(tmp_path / "csv" / "metrics.csv", "train/d/total"))
+    assert steps == [0, 1, 2]  # D trained every iteration without advancing the step
+
+
+RESUME = ["trainer.deterministic=true", "trainer.val_check_interval=1000", "callbacks=[last_checkpoint]",
+          "callbacks.last_checkpoint.every_n_train_steps=3"]
+
+
+def test_resume_continues_exactly(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    train_tiny(a, *RESUME, "trainer.max_steps=3")
+    probe = str(tmp_path / "probe.pt")
+    train_tiny(b, *RESUME, "trainer.max_steps=6", f"ckpt_path={a / 'checkpoints' / 'last.ckpt'}",
+               "+callbacks.probe._target_=helpers.OptimizerProbe", f"+callbacks.probe.path={probe}")
+    train_tiny(c, *RESUME, "trainer.max_steps=6")
+
+    saved = safe_torch_load(a / "checkpoints" / "last.ckpt")
+    restored = torch.load(probe, weights_only=True)
+    assert saved["global_step"] == restored["global_step"] == 3
+    for saved_opt, restored_opt in zip(saved["optimizer_states"], restored["optimizers"], strict=True):
+        for key, state in saved_opt["state"].items():
+            for name, value in state.items():
+                assert torch.equal(value, restored_opt["state"][key][name])
+
+    for key in ("train/g/total", "train/g/rec", "train/g/id", "train/d/total"):
+        resumed = read_metrics(b / "csv" / "metrics.csv", key)
+        straight = read_metrics(c / "csv" / "metrics.csv", key)
+        assert sorted(resumed) == [3, 4, 5]
+        for step in resumed:
+            assert resumed[step] == pytest.approx(straight[step], rel=1e-5, abs=1e-7), (key, step)
+
+    final_b = safe_torch_load(b / "checkpoints" / "last.ckpt")["state_dict"]
+    final_c = safe_torch_load(c / "checkpoints" / "last.ckpt")["state_dict"]
+    for name in final_c:
+        assert torch.allclose(final_b[name], final_c[name], atol=1e-6), name
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"w": torch.ones(3)}, path)
+
+    def torn_save(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", torn_save)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_torch_save({"w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(safe_torch_load(path)["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_generator_ema_is_trained_used_and_saved(tmp_path):
+    _, objects = train_tiny(tmp_path, "experiment=faceshifter_ema", "model.ema_decay=0.5", "trainer.max_steps=3",
+                            "trainer.val_check_interval=3")
+    model = objects["model"]
+    assert model.inference_generator is model.generator_ema and not model.generator_ema.training
+    ema = dict(model.generator_ema.named_parameters())
+    gen = dict(model.generator.named_parameters())
+    assert any(not torch.equal(ema[k], gen[k]) for k in gen)
+    assert all(not p.requires_grad for p in ema.values())
+    keys = safe_torch_load(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
+    assert any(k.startswith("generator_ema.") for k in keys)
