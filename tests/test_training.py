@@ -111,3 +111,29 @@ def test_generator_ema_is_trained_used_and_saved(tmp_path):
     assert all(not p.requires_grad for p in ema.values())
     keys = safe_torch_load(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
     assert any(k.startswith("generator_ema.") for k in keys)
+
+
+def test_schedulers_step_per_iteration_and_clipping_bounds_updates(tmp_path):
+    scheduler = "{_target_:torch.optim.lr_scheduler.StepLR,_partial_:true,step_size:1,gamma:0.5}"
+    _, objects = train_tiny(tmp_path / "sched", f"model.scheduler_g={scheduler}", "trainer.max_steps=3",
+                            "trainer.val_check_interval=100", "callbacks=[lr_monitor]")
+    opt_g, opt_d = objects["trainer"].optimizers
+    assert opt_g.param_groups[0]["lr"] == pytest.approx(4e-4 * 0.5**3)
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(4e-4)
+    assert read_metrics(tmp_path / "sched" / "csv" / "metrics.csv", "lr/g")
+
+    cfg_overrides = ["model.optimizer_g._target_=torch.optim.SGD", "~model.optimizer_g.betas", "model.optimizer_g.lr=1.0",
+                     "model.grad_clip_norm=1e-6", "trainer.max_steps=1", "trainer.val_check_interval=100",
+                     "callbacks=none"]
+    from pytorch_lightning import seed_everything
+
+    from swaplab.models.loading import build_model
+
+    seed_everything(42)  # as train() does before building the model: the same initial generator
+    before = {k: v.clone() for k, v in build_model(compose_config("train", tmp_path / "x", TINY))[0]
+              .generator.state_dict().items()}
+    _, objects = train_tiny(tmp_path / "clip", *cfg_overrides)
+    after = objects["model"].generator.state_dict()
+    step = torch.sqrt(sum(((after[k] - before[k]).float() ** 2).sum() for k in before if "running" not in k
+                          and "num_batches" not in k))
+    assert 0 < step <= 1e-6 * 1.01  # one SGD step of lr 1 moves the weights by at most the clipped norm

@@ -164,10 +164,11 @@ class SwapGAN(pl.LightningModule):
     def _update_ema(self) -> None:
         if self.generator_ema is None:
             return
-        ema_params = list(self.generator_ema.parameters())
-        torch._foreach_lerp_(ema_params, list(self.generator.parameters()), 1.0 - self.ema_decay)
-        for ema_buf, buf in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
-            ema_buf.copy_(buf)
+        torch._foreach_lerp_(list(self.generator_ema.parameters()), list(self.generator.parameters()),
+                             1.0 - self.ema_decay)
+        ema_buffers, buffers = list(self.generator_ema.buffers()), list(self.generator.buffers())
+        if buffers:
+            torch._foreach_copy_(ema_buffers, buffers)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out = self.forward(batch["source"], batch["target"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,14 @@ from swaplab.models.loading import build_model
 from swaplab.utils.checkpoint_io import AtomicCheckpointIO
 from swaplab.utils.config import validate_train_config
 from swaplab.utils.instantiate import instantiate_map
+from swaplab.utils.loggers import announce_offline_runs
 
 log = logging.getLogger(__name__)
+
+# Frozen experts are in eval mode on purpose (swaplab.experts.base).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
+# Checkpoints after step N hold the state after N updates, which is what resuming at step N needs.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization", category=UserWarning)
 
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
@@ -42,7 +49,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
                "callbacks": callbacks, "loggers": loggers, "trainer": trainer}
     if cfg.get("train", True):
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        wanted = cfg.get("optimized_metric")
+        if wanted and wanted not in trainer.callback_metrics and datamodule.val_set is not None:
+            trainer.validate(model=model, datamodule=datamodule, verbose=False)  # the run ended between validations
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    announce_offline_runs(loggers)
     log.info("Run directory: %s", output_dir)
     return metrics, objects
 

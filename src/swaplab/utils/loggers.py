@@ -32,6 +32,13 @@ def wandb_logger(offline: bool | str = "auto", save_dir: str = ".", **kwargs: An
     return WandbLogger(offline=offline, save_dir=save_dir, **kwargs)
 
 
+def announce_offline_runs(loggers: list[Logger]) -> None:
+    """Tell the user how to upload W&B runs that were written offline."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._offline and logger._experiment is not None:
+            log.info("W&B run saved offline; upload it with: wandb sync %s", Path(logger.experiment.dir).parent)
+
+
 def log_images(loggers: list[Logger], key: str, images: list[np.ndarray], step: int,
                captions: list[str] | None = None) -> None:
     """Log uint8 HWC RGB images (W&B renders float images black) to every logger that can take them."""

@@ -30,12 +30,13 @@ class FaceShifter(SwapGAN):
     def generate(self, source: torch.Tensor, target: torch.Tensor, generator: nn.Module) -> SwapOutput:
         z_id = self.experts.identity(source)
         swap, z_att = generator(target, z_id)
-        return SwapOutput(swap, {"z_id": z_id, "z_att": z_att})
+        # The attribute loss must re-encode the swap with the encoder that produced z_att (EMA or not).
+        return SwapOutput(swap, {"z_id": z_id, "z_att": z_att, "attribute_encoder": generator.encoder})
 
     def generator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:
         return {
             "adv": self.adversarial.generator(self.discriminator(out.swap)),
-            "att": self.attribute_loss(self.generator.encoder(out.swap), out.extras["z_att"]),
+            "att": self.attribute_loss(out.extras["attribute_encoder"](out.swap), out.extras["z_att"]),
             "id": self.identity_loss(self.experts.identity(out.swap), out.extras["z_id"]),
             "rec": self.reconstruction_loss(out.swap, batch["target"], where=batch["same"]),
         }

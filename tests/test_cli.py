@@ -1,0 +1,144 @@
+"""The entry points as a user runs them: train.py (W&B offline, multirun, DDP, Optuna), eval.py, swap.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from helpers import ROOT, TINY, run_cli
+from PIL import Image
+
+from swaplab.utils.checkpoint_io import safe_torch_load
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory) -> Path:
+    """`python train.py` with its defaults, shortened: W&B logger (offline: no API key), every callback."""
+    run_dir = tmp_path_factory.mktemp("default_run")
+    run_cli("train.py", *TINY, "trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1",
+            "callbacks.image_grid.every_n_steps=2", "callbacks.last_checkpoint.every_n_train_steps=2",
+            f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def wandb_records(run_dir: Path) -> list[dict]:
+    (log_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    wandb = Path(sys.executable).with_name("wandb")
+    out = subprocess.run([str(wandb), "leet", "inspect", "--json", str(log_file)], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_default_run_logs_losses_and_image_grids_to_wandb_offline(default_run):
+    records = wandb_records(default_run)
+    (run,) = [r["run"] for r in records if r["type"] == "run"]
+    assert run["run_group"] == "faceshifter" and set(run["tags"]) == {"faceshifter", "synthetic"}
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    logged = set().union(*history)
+    for term in ("adv", "att", "id", "rec", "total"):
+        assert f"train/g/{term}" in logged
+    assert {"train/d/real", "train/d/fake", "val/g/id"} <= logged
+    losses = [h["train/g/total"] for h in history if "train/g/total" in h]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    grids = [h for h in history if "images/swaps.filenames" in h]
+    assert grids, "no image grid was logged"
+    (media,) = grids[-1]["images/swaps.filenames"]
+    image = np.asarray(Image.open(next(default_run.glob("wandb/offline-run-*/files")) / media))
+    assert image.dtype == np.uint8 and image.shape == (8 * 32, 3 * 32, 3)  # 8 val pairs x (source|target|swap)
+    assert image.std() > 10, "image grid is blank"
+    config = [r["run"]["config"] for r in records if r["type"] == "run"] + [
+        r["config"] for r in records if r["type"] == "config"]
+    assert any("params/generator" in json.dumps(c) for c in config)
+
+
+def test_default_run_writes_resolved_config_and_checkpoints(default_run):
+    cfg = yaml.safe_load((default_run / "config_resolved.yaml").read_text())
+    assert cfg["experts"]["identity"]["weights"] == "random"
+    assert "${" not in (default_run / "config_resolved.yaml").read_text()
+    names = {p.name for p in (default_run / "checkpoints").iterdir()}
+    assert "last.ckpt" in names and any(n.startswith("step") for n in names)
+    assert (default_run / ".hydra" / "config.yaml").is_file()
+
+
+def test_multirun_over_a_loss_weight_makes_two_runs(tmp_path):
+    run_cli("train.py", "-m", *TINY, "model.loss_weights.id=1,10", "trainer.max_steps=2", "logger=csv",
+            "callbacks=none", f"hydra.sweep.dir={tmp_path}")
+    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in runs] == ["0", "1"]
+    weights = [yaml.safe_load((p / "config_resolved.yaml").read_text())["model"]["loss_weights"]["id"] for p in runs]
+    assert weights == [1.0, 10.0]
+    for run in runs:
+        assert (run / "csv" / "metrics.csv").is_file()
+
+
+def test_ddp_on_two_cpu_processes_shards_the_data(tmp_path):
+    run_cli("train.py", *TINY, "trainer=ddp_sim", "callbacks=[last_checkpoint,record_samples]", "logger=csv",
+            "trainer.max_steps=3", "trainer.val_check_interval=2", f"hydra.run.dir={tmp_path}",
+            "callbacks.last_checkpoint.every_n_train_steps=3")
+    seen = [[json.loads(line) for line in (tmp_path / f"samples_rank{r}.jsonl").read_text().splitlines()]
+            for r in range(2)]
+    assert [len(s) for s in seen] == [3, 3]
+    for rank0, rank1 in zip(*seen, strict=True):
+        assert rank0["step"] == rank1["step"]
+        assert len(rank0["index"]) == len(rank1["index"]) == 2  # global batch 4 over 2 processes
+        assert not set(rank0["index"]) & set(rank1["index"])
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_eval_and_swap_on_a_trained_checkpoint(default_run, tmp_path):
+    ckpt = default_run / "checkpoints" / "last.ckpt"
+    run_cli("eval.py", f"ckpt=[{ckpt},{ckpt}]", f"hydra.run.dir={tmp_path / 'eval'}")
+    results = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert list(results) == [str(ckpt)]
+    assert results[str(ckpt)]["model"] == "FaceShifter" and np.isfinite(results[str(ckpt)]["val/g/id"])
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(faces / name)
+    (faces / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    out = tmp_path / "swaps"
+    run_cli("swap.py", f"ckpt={ckpt}", f"source={faces / 'a.png'}", f"target={faces}", f"output={out}",
+            f"hydra.run.dir={tmp_path / 'swap'}")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["written"] == 2 and sum(summary["skipped"].values()) == 1
+    assert Image.open(out / "b_swap.png").size == (32, 32)
+
+
+@pytest.mark.slow
+def test_optuna_sweep_over_loss_weights(tmp_path):
+    run_cli("train.py", "hparams_search=faceshifter_optuna", *TINY, "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.sampler.n_startup_trials=1", "trainer.max_steps=2", "trainer.val_check_interval=2",
+            "logger=csv", "callbacks=none", f"hydra.sweep.dir={tmp_path}")
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"model.loss_weights.att", "model.loss_weights.id", "model.loss_weights.rec"}
+    assert np.isfinite(best["best_value"])
+
+
+def test_readme_quickstart_commands_exist():
+    readme = (ROOT / "README.md").read_text().splitlines()
+    head = "\n".join(readme[:15])
+    assert "make quickstart" in head and "make test" in head
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    assert os.access(ROOT / ".ci" / "run", os.X_OK)
+
+
+@pytest.mark.slow
+def test_quickstart_default_run_finishes(tmp_path):
+    """`python train.py` exactly as the quickstart runs it (defaults only), within a generous bound."""
+    import time
+
+    start = time.monotonic()
+    run_cli("train.py", f"hydra.run.dir={tmp_path}", timeout=900)
+    minutes = (time.monotonic() - start) / 60
+    print(f"quickstart python train.py: {minutes:.1f} min")
+    ckpt = safe_torch_load(tmp_path / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 300
+    assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
