@@ -1,0 +1,105 @@
+"""The one DataModule every dataset is served through: swap batches, rank-sharded, resumable."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from swaplab.data.loader import ResumableSampler
+
+log = logging.getLogger(__name__)
+
+
+def collate_swaps(samples: Any) -> Any:
+    """Datasets that render whole batches at once (`__getitems__`) already return a collated dict."""
+    return samples if isinstance(samples, dict) else default_collate(samples)
+
+
+class SwapDataModule(pl.LightningDataModule):
+    """Serves `train` / `val` datasets of swap pairs.
+
+    Batches are dicts with at least `source`, `target` (B,3,H,W) in [-1, 1] and `same` (B,) bool, plus
+    whatever ground truth the dataset has (`target_pose`, `source_identity`, ...). `batch_size` is the
+    global batch: each of N processes loads batch_size / N.
+    """
+
+    def __init__(
+        self,
+        train: Dataset,
+        val: Dataset | None = None,
+        resolution: int | None = None,  # when set, every dataset must produce this size (checked at start)
+        batch_size: int = 8,  # global batch size (all devices together)
+        val_batch_size: int | None = None,  # global; defaults to batch_size
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,  # only used with workers
+        prefetch_factor: int | None = None,  # batches per worker in flight (PyTorch default 2)
+        seed: int = 0,  # shuffling seed (the permutation of epoch e uses seed + e)
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+        if len(train) < batch_size:
+            raise ValueError(f"training set has {len(train)} pairs, fewer than one batch of {batch_size}")
+        for name, dataset in (("train", train), ("val", val)):
+            size = getattr(dataset, "resolution", None)
+            if resolution is not None and size is not None and size != resolution:
+                raise ValueError(f"data.{name} produces {size}px faces but data.resolution is {resolution}")
+        self.resolution = resolution
+        self.train_set, self.val_set = train, val
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.persistent_workers, self.prefetch_factor, self.seed = persistent_workers, prefetch_factor, seed
+        self._resume: dict[str, int] | None = None
+        self._train_loader: DataLoader | None = None
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def per_device(self, global_batch: int) -> int:
+        _, world = self._world()
+        if global_batch % world:
+            raise ValueError(f"batch size {global_batch} is not divisible by the {world} processes")
+        return global_batch // world
+
+    def _loader(self, dataset: Dataset, global_batch: int, shuffle: bool) -> DataLoader:
+        rank, world = self._world()
+        sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.per_device(global_batch),
+            sampler=sampler,
+            drop_last=shuffle,
+            num_workers=workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and workers > 0,
+            prefetch_factor=self.prefetch_factor if workers > 0 else None,
+            collate_fn=collate_swaps,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        loader = self._loader(self.train_set, self.batch_size, shuffle=True)
+        if self._resume is not None:
+            loader.sampler.resume(self._resume["epoch"], self._resume["batches"] * loader.batch_size)
+            self._resume = None
+        self._train_loader = loader
+        return loader
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.val_set is None else self._loader(self.val_set, self.val_batch_size, shuffle=False)
+
+    # Checkpointed with the run so a resumed run continues with the next unseen batch.
+    def state_dict(self) -> dict[str, int]:
+        if self.trainer is None or self._train_loader is None:
+            return {}
+        loop = self.trainer.fit_loop
+        return {"epoch": loop.epoch_progress.current.processed,
+                "batches": loop.epoch_loop.batch_progress.current.ready}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = dict(state) if state else None

@@ -1,0 +1,80 @@
+"""Swap pairs of procedural faces (`data=synthetic`): the embedded default dataset and test bed."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from swaplab.data.synthetic_faces import SyntheticFaces, _uniform
+
+GROUND_TRUTH = ("identity", "pose", "landmarks", "mask", "shape", "expression", "light")
+_PAIR_STREAM = 0x5A17  # hash stream for pair choices, apart from the renderer's streams
+
+
+class SyntheticSwapDataset(Dataset):
+    """Pair i: target = image (i % images_per_identity) of identity (i // images_per_identity); source =
+    another identity, or the same one with probability `same_identity_rate` (and then, with probability
+    `same_image_rate`, the very same image). Deterministic by (seed, i).
+
+    Samples carry `source`/`target` images, `same` (same identity), `same_image`, `index`, and ground
+    truth for both sides as `source_<key>` / `target_<key>` for every key in GROUND_TRUTH.
+    """
+
+    def __init__(
+        self,
+        resolution: int = 64,
+        num_identities: int = 1000,
+        images_per_identity: int = 10,
+        identity_offset: int = 0,  # first identity id (disjoint ranges give disjoint train/val people)
+        same_identity_rate: float = 0.2,
+        same_image_rate: float = 1.0,
+        seed: int = 0,  # the dataset's seed (independent of the training seed)
+        **renderer_kwargs,  # SyntheticFaces options: supersample, max_yaw, max_pitch, ...
+    ) -> None:
+        if num_identities < 2 or images_per_identity < 1:
+            raise ValueError("need num_identities >= 2 and images_per_identity >= 1")
+        for name, rate in (("same_identity_rate", same_identity_rate), ("same_image_rate", same_image_rate)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {rate}")
+        self.resolution = resolution
+        self.num_identities, self.images_per_identity = num_identities, images_per_identity
+        self.identity_offset = identity_offset
+        self.same_identity_rate, self.same_image_rate = same_identity_rate, same_image_rate
+        self.seed = seed
+        self.faces = SyntheticFaces(resolution=resolution, seed=seed, **renderer_kwargs)
+
+    def __len__(self) -> int:
+        return self.num_identities * self.images_per_identity
+
+    def pairs(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Identity and image indices of target and source for pair indices `index` (B,)."""
+        n, per = self.num_identities, self.images_per_identity
+        u = _uniform(self.seed, [index, _PAIR_STREAM], 3, index)
+        target_id, target_img = index // per, index % per
+        same = u[:, 0] < self.same_identity_rate
+        same_image = same & ((u[:, 1] < self.same_image_rate) | (per == 1))
+        other_id = (target_id + 1 + (u[:, 2] * (n - 1)).long()) % n
+        other_img_same_id = (target_img + 1 + (u[:, 2] * max(per - 1, 1)).long()) % per
+        source_id = torch.where(same, target_id, other_id)
+        source_img = torch.where(same_image, target_img,
+                                 torch.where(same, other_img_same_id, (u[:, 2] * per).long() % per))
+        return {"target_id": target_id + self.identity_offset, "target_img": target_img,
+                "source_id": source_id + self.identity_offset, "source_img": source_img,
+                "same": same, "same_image": same_image}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """A whole batch rendered in one vectorized call (the DataLoader uses this instead of __getitem__)."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        if index.numel() and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"pair index out of range [0, {len(self)})")
+        p = self.pairs(index)
+        b = len(index)
+        faces = self.faces(torch.cat([p["target_id"], p["source_id"]]), torch.cat([p["target_img"], p["source_img"]]))
+        batch = {"index": index, "target": faces["image"][:b], "source": faces["image"][b:],
+                 "same": p["same"], "same_image": p["same_image"]}
+        for key in GROUND_TRUTH:
+            batch[f"target_{key}"], batch[f"source_{key}"] = faces[key][:b], faces[key][b:]
+        return batch
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
