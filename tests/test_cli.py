@@ -136,9 +136,9 @@ def test_quickstart_default_run_finishes(tmp_path):
     import time
 
     start = time.monotonic()
-    run_cli("train.py", f"hydra.run.dir={tmp_path}", timeout=900)
+    run_cli("train.py", f"hydra.run.dir={tmp_path}", timeout=600)
     minutes = (time.monotonic() - start) / 60
     print(f"quickstart python train.py: {minutes:.1f} min")
     ckpt = safe_torch_load(tmp_path / "checkpoints" / "last.ckpt")
-    assert ckpt["global_step"] == 300
+    assert ckpt["global_step"] == 200
     assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
