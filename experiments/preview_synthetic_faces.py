@@ -32,8 +32,10 @@ def main() -> None:
     masks = (out["mask"].numpy() * 120).astype(np.uint8)
     if not a.no_landmarks:
         lm = out["landmarks"].round().long().numpy()
-        colours = np.array([[255, 255, 0]] * 17 + [[0, 255, 0]] * 10 + [[0, 160, 255]] * 9 + [[255, 0, 255]] * 12
-                           + [[255, 60, 60]] * 20, dtype=np.uint8)
+        # jaw yellow, brows green, nose blue, eyes magenta, lips red
+        groups = [((255, 255, 0), 17), ((0, 255, 0), 10), ((0, 160, 255), 9), ((255, 0, 255), 12),
+                  ((255, 60, 60), 20)]
+        colours = np.array([c for c, k in groups for _ in range(k)], dtype=np.uint8)
         rad = max(0, a.res // 160)
         for b in range(len(img)):
             for k, (x, y) in enumerate(lm[b]):
@@ -42,10 +44,12 @@ def main() -> None:
     r = a.res
 
     def tile(arr: np.ndarray) -> np.ndarray:
-        return arr.reshape(a.ids, a.cols, r, r, *arr.shape[3:]).swapaxes(1, 2).reshape(a.ids * r, a.cols * r, *arr.shape[3:])
+        grid = arr.reshape(a.ids, a.cols, r, r, *arr.shape[3:]).swapaxes(1, 2)
+        return grid.reshape(a.ids * r, a.cols * r, *arr.shape[3:])
 
     faces, mgrid = tile(img), np.repeat(tile(masks)[..., None], 3, axis=2)
-    Image.fromarray(np.concatenate([faces, np.full((8, faces.shape[1], 3), 255, np.uint8), mgrid], 0)).save(a.out)
+    sep = np.full((8, faces.shape[1], 3), 255, np.uint8)
+    Image.fromarray(np.concatenate([faces, sep, mgrid], 0)).save(a.out)
     print(f"wrote {a.out} ({faces.shape[1]}x{2 * faces.shape[0] + 8})")
 
 

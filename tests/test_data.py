@@ -105,5 +105,5 @@ def test_workers_yield_the_same_batches():
     loaders = []
     for workers in (0, 2):
         dm = SwapDataModule(train=data, batch_size=4, num_workers=workers, persistent_workers=False)
-        loaders.append([b["index"] for _, b in zip(range(3), dm.train_dataloader())])
-    assert all(torch.equal(a, b) for a, b in zip(*loaders))
+        loaders.append([b["index"] for _, b in zip(range(3), dm.train_dataloader(), strict=False)])
+    assert all(torch.equal(a, b) for a, b in zip(*loaders, strict=True))

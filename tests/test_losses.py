@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from swaplab.losses import AdversarialLoss, IdentityLoss, MultiLevelFeatureLoss, ReconstructionLoss, WeightedSum
+from swaplab.losses import (
+    AdversarialLoss,
+    IdentityLoss,
+    MultiLevelFeatureLoss,
+    ReconstructionLoss,
+    WeightedSum,
+)
 
 
 def test_weighted_sum_total_and_logs():

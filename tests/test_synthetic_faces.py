@@ -12,7 +12,7 @@ from swaplab.data.synthetic_faces import (
     SHAPE_DIM,
     SyntheticFaces,
     _mix,
-    _uniform,
+    hash_uniform,
 )
 
 RIGHT_EYE, LEFT_EYE = list(range(36, 42)), list(range(42, 48))
@@ -61,7 +61,7 @@ def test_hash_matches_reference_splitmix64() -> None:
     xs = [0, 1, 12345, -1, -(1 << 63), (1 << 63) - 1, 0x0123456789ABCDEF]
     got = _mix(torch.tensor(xs, dtype=torch.long)).tolist()
     assert [g & ((1 << 64) - 1) for g in got] == [ref(x & ((1 << 64) - 1)) for x in xs]
-    u = _uniform(0, [torch.arange(4096), 1], 8, torch.arange(4096))
+    u = hash_uniform(0, [torch.arange(4096), 1], 8, torch.arange(4096))
     assert u.min() >= 0 and u.max() < 1 and abs(u.mean().item() - 0.5) < 0.02
 
 

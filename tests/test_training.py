@@ -34,7 +34,7 @@ def test_experts_stay_frozen_and_out_of_checkpoints(tmp_path):
     from swaplab.models.loading import build_model
 
     _, same_seed_experts = build_model(fresh)  # random experts are seeded: this is the untrained expert
-    for (name, p), p0 in zip(expert.net.state_dict().items(), same_seed_experts.identity.net.state_dict().values()):
+    for (name, p), p0 in zip(expert.net.state_dict().items(), same_seed_experts.identity.net.state_dict().values(), strict=True):
         assert torch.equal(p, p0), f"expert parameter {name} changed during training"
     assert not expert.training
     ckpt = safe_torch_load(tmp_path / "checkpoints" / "last.ckpt")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from swaplab.data.synthetic_faces import SyntheticFaces, _uniform
+from swaplab.data.synthetic_faces import SyntheticFaces, hash_uniform
 
 GROUND_TRUTH = ("identity", "pose", "landmarks", "mask", "shape", "expression", "light")
 _PAIR_STREAM = 0x5A17  # hash stream for pair choices, apart from the renderer's streams
@@ -49,7 +49,7 @@ class SyntheticSwapDataset(Dataset):
     def pairs(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """Identity and image indices of target and source for pair indices `index` (B,)."""
         n, per = self.num_identities, self.images_per_identity
-        u = _uniform(self.seed, [index, _PAIR_STREAM], 3, index)
+        u = hash_uniform(self.seed, [index, _PAIR_STREAM], 3, index)
         target_id, target_img = index // per, index % per
         same = u[:, 0] < self.same_identity_rate
         same_image = same & ((u[:, 1] < self.same_image_rate) | (per == 1))

@@ -64,7 +64,7 @@ def _mix(z: Tensor) -> Tensor:
     return z ^ _srl(z, 31)
 
 
-def _uniform(seed: int, keys: list[Tensor | int], n: int, ref: Tensor) -> Tensor:
+def hash_uniform(seed: int, keys: list[Tensor | int], n: int, ref: Tensor) -> Tensor:
     """(B, n) uniforms in [0, 1) from hash(seed, *keys, j); 24-bit values, exact in float32."""
     h = _mix(torch.full_like(ref, (seed + (1 << 63)) % (1 << 64) - (1 << 63)))
     for k in keys:
@@ -185,8 +185,8 @@ class SyntheticFaces:
         """Identity-level params from (seed, identity), image-level ones also from image_index."""
         identity = torch.as_tensor(identity).long().reshape(-1)
         image_index = torch.as_tensor(image_index).long().reshape(-1).to(identity.device)
-        ui = _uniform(self.seed, [identity, 1], 30, identity)
-        um = _uniform(self.seed, [identity, image_index, 2], 48, identity)
+        ui = hash_uniform(self.seed, [identity, 1], 30, identity)
+        um = hash_uniform(self.seed, [identity, image_index, 2], 48, identity)
         lerp, tone, new = torch.lerp, ui[:, 10:11], ui.new_tensor
         light, mid, dark = new([0.97, 0.80, 0.69]), new([0.80, 0.58, 0.44]), new([0.38, 0.25, 0.17])
         skin = torch.where(tone < 0.5, lerp(light, mid, 2 * tone), lerp(mid, dark, 2 * tone - 1))

@@ -57,7 +57,7 @@ def swap(cfg: DictConfig) -> dict:
     for start in range(0, len(target_paths), cfg.batch_size):
         batch = targets[start : start + cfg.batch_size].to(device)
         swaps = model.generate(source.to(device).expand(len(batch), -1, -1, -1), batch, generator).swap
-        for path, image in zip(target_paths[start : start + cfg.batch_size], to_uint8(swaps).cpu().numpy()):
+        for path, image in zip(target_paths[start : start + cfg.batch_size], to_uint8(swaps).cpu().numpy(), strict=True):
             written.append(str(out_dir / f"{path.stem}_swap.png"))
             write_rgb(written[-1], image)
     summary = {"written": len(written), "skipped": dict(skipped), "outputs": written}
