@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import default_collate
 
+from swaplab.data.datamodule import collate_swaps
 from swaplab.utils.images import swap_grid
 from swaplab.utils.loggers import log_images
 
@@ -25,7 +25,9 @@ class ImageGridLogger(pl.Callback):
         if self._batch is None:
             dataset = getattr(trainer.datamodule, "val_set", None) if trainer.datamodule is not None else None
             if dataset is not None and len(dataset) > 0:
-                self._batch = default_collate([dataset[i] for i in range(min(self.num_samples, len(dataset)))])
+                indices = list(range(min(self.num_samples, len(dataset))))
+                batched = getattr(dataset, "__getitems__", None)  # one vectorized call when the dataset has it
+                self._batch = collate_swaps(batched(indices) if batched else [dataset[i] for i in indices])
             else:
                 self._batch = {k: v[: self.num_samples].detach().cpu() for k, v in fallback.items()
                                if torch.is_tensor(v)}

@@ -69,11 +69,20 @@ class SyntheticSwapDataset(Dataset):
             raise IndexError(f"pair index out of range [0, {len(self)})")
         p = self.pairs(index)
         b = len(index)
-        faces = self.faces(torch.cat([p["target_id"], p["source_id"]]), torch.cat([p["target_img"], p["source_img"]]))
-        batch = {"index": index, "target": faces["image"][:b], "source": faces["image"][b:],
-                 "same": p["same"], "same_image": p["same_image"]}
+        other = ~p["same_image"]  # sources that are not the target image itself: the only ones rendered again
+        faces = self.faces(torch.cat([p["target_id"], p["source_id"][other]]),
+                           torch.cat([p["target_img"], p["source_img"][other]]))
+
+        def split(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            target = values[:b]
+            source = target.clone()
+            source[other] = values[b:]
+            return target, source
+
+        batch = {"index": index, "same": p["same"], "same_image": p["same_image"]}
+        batch["target"], batch["source"] = split(faces["image"])
         for key in GROUND_TRUTH:
-            batch[f"target_{key}"], batch[f"source_{key}"] = faces[key][:b], faces[key][b:]
+            batch[f"target_{key}"], batch[f"source_{key}"] = split(faces[key])
         return batch
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
