@@ -42,7 +42,7 @@ def write_fake_pretrained_identity(cfg) -> None:
 
 def instantiate_everything(cfg) -> dict:
     validate_train_config(cfg)
-    if cfg.experts.identity.get("weights") == "pretrained":
+    if "identity" in cfg.experts and cfg.experts.identity.get("weights") == "pretrained":
         write_fake_pretrained_identity(cfg)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     model, experts = build_model(cfg)
@@ -52,7 +52,31 @@ def instantiate_everything(cfg) -> dict:
     return {"datamodule": datamodule, "model": model, "experts": experts, "trainer": trainer}
 
 
-@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+LIGHTING = {("model", "lighting_net"), ("data", "lighting_synthetic"), ("data", "lighting_yaleb"),
+            ("experiment", "lighting_net"), ("loss", "lighting_net")}  # the lighting network, not a swap model
+LIGHTING_TINY = [o for o in TINY if not o.startswith("model.")] + [
+    "experiment=lighting_net", "model.net.widths=[4,8]", "model.net.fc_dims=[16,8]"]
+
+
+@pytest.mark.parametrize(("group", "option"), sorted(LIGHTING), ids=[f"{g}={o}" for g, o in sorted(LIGHTING)])
+def test_lighting_options_compose_and_instantiate(group, option, tmp_path):
+    from test_experts_lighting import write_yale
+
+    write_yale(tmp_path / "data" / "CroppedYale", subjects=(1, 2, 3, 4))
+    overrides = [*LIGHTING_TINY, f"{group}={option}", f"paths.data_dir={tmp_path / 'data'}", "data.batch_size=2"]
+    if option == "lighting_yaleb":  # pairs of files on disk, not generated identities
+        overrides = [o for o in overrides if not o.startswith(("data.train.", "data.val."))]
+        overrides += ["data.train.exclude_subjects=[3,4]", "data.val.subjects=[3,4]"]
+    cfg = compose_config("train", tmp_path, overrides)
+    objects = instantiate_everything(cfg)
+    batch = next(iter(objects["datamodule"].train_dataloader()))
+    assert batch["image1"].shape == (2, 1, 32, 32) and batch["same"].shape == (2,)
+    features = objects["model"].net(batch["image1"])
+    assert features.shape == (2, 8) and torch.isfinite(features).all()
+
+
+@pytest.mark.parametrize(("group", "option"), [o for o in OPTIONS if o not in LIGHTING],
+                         ids=[f"{g}={o}" for g, o in OPTIONS if (g, o) not in LIGHTING])
 def test_option_composes_and_instantiates(group, option, tmp_path):
     overrides = [f"{group}={option}", *TINY]
     if group in ("trainer", "experiment") and not torch.cuda.is_available():
@@ -101,6 +125,7 @@ def test_paper_experiment_is_the_paper_setting(tmp_path):
         ("model.loss_weights.id=-1", "model.loss_weights.id must be a number >= 0"),
         ("ckpt_path=/no/such/last.ckpt", "does not exist"),
         ("trainer.max_steps=-1", "set trainer.max_steps"),
+        ("experts_extra=[pose,gaze]", "experts_extra names roles \\['gaze'\\]"),
     ],
 )
 def test_bad_values_fail_at_startup(override, message, tmp_path):

@@ -27,19 +27,30 @@ def test_overfitting_one_batch_of_same_pairs_cuts_reconstruction_5x(tmp_path):
     assert first / last >= 5, f"reconstruction only went from {first:.4f} to {last:.4f}"
 
 
+ALL_ROLES = ["identity", "identity_eval", "detector", "landmarks", "parsing", "face3d", "pose", "perceptual", "lpips",
+             "lighting"]
+
+
 def test_experts_stay_frozen_and_out_of_checkpoints(tmp_path):
-    _, objects = train_tiny(tmp_path, "trainer.max_steps=2", "trainer.val_check_interval=2")
-    expert = objects["experts"].identity
-    fresh = compose_config("train", tmp_path / "fresh", TINY)
+    extra = f"experts_extra=[{','.join(ALL_ROLES[1:])}]"
+    _, objects = train_tiny(tmp_path, "trainer.max_steps=2", "trainer.val_check_interval=2", extra)
+    experts = objects["experts"]
+    assert sorted(experts.describe()) == sorted(ALL_ROLES)
     from swaplab.models.loading import build_model
 
-    _, same_seed_experts = build_model(fresh)  # random experts are seeded: this is the untrained expert
-    for (name, p), p0 in zip(expert.net.state_dict().items(), same_seed_experts.identity.net.state_dict().values(), strict=True):
-        assert torch.equal(p, p0), f"expert parameter {name} changed during training"
-    assert not expert.training
+    _, untrained = build_model(compose_config("train", tmp_path / "fresh", [*TINY, extra]))  # seeded: identical
+    for role in ALL_ROLES:
+        expert, reference = getattr(experts, role), getattr(untrained, role)
+        net, net0 = getattr(expert, "net", expert), getattr(reference, "net", reference)
+        assert not expert.training and not net.training, f"expert {role} left eval mode"
+        state, state0 = net.state_dict(), net0.state_dict()
+        assert state.keys() == state0.keys()
+        for name, value in state.items():
+            assert torch.equal(value, state0[name]), f"expert {role} parameter {name} changed during training"
     ckpt = safe_torch_load(tmp_path / "checkpoints" / "last.ckpt")
     prefixes = {k.split(".")[0] for k in ckpt["state_dict"]}
     assert prefixes == {"generator", "discriminator"}
+    assert sorted(ckpt["swaplab"]["experts"]) == sorted(ALL_ROLES)
     assert ckpt["swaplab"]["experts"]["identity"]["weights"] == "random"
     assert ckpt["swaplab"]["config"]["model"]["loss_weights"]["id"] == 5.0
 

@@ -11,7 +11,33 @@ GROUND_TRUTH = ("identity", "pose", "landmarks", "mask", "shape", "expression", 
 _PAIR_STREAM = 0x5A17  # hash stream for pair choices, apart from the renderer's streams
 
 
-class SyntheticSwapDataset(Dataset):
+class RenderedPairs(Dataset):
+    """Base of the procedural pair datasets: index i = (identity i // images_per_identity, image
+    i % images_per_identity); every batch is rendered in one vectorized `__getitems__` call."""
+
+    def __init__(self, resolution: int, num_identities: int, images_per_identity: int, identity_offset: int,
+                 seed: int, rates: dict[str, float], **renderer_kwargs) -> None:
+        if num_identities < 2 or images_per_identity < 1:
+            raise ValueError("need num_identities >= 2 and images_per_identity >= 1")
+        for name, rate in rates.items():
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {rate}")
+        self.resolution, self.seed = resolution, seed
+        self.num_identities, self.images_per_identity = num_identities, images_per_identity
+        self.identity_offset = identity_offset
+        self.faces = SyntheticFaces(resolution=resolution, seed=seed, **renderer_kwargs)
+
+    def __len__(self) -> int:
+        return self.num_identities * self.images_per_identity
+
+    def batch_index(self, indices: list[int]) -> torch.Tensor:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        if index.numel() and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"pair index out of range [0, {len(self)})")
+        return index
+
+
+class SyntheticSwapDataset(RenderedPairs):
     """Pair i: target = image (i % images_per_identity) of identity (i // images_per_identity); source =
     another identity, or the same one with probability `same_identity_rate` (and then, with probability
     `same_image_rate`, the very same image). Deterministic by (seed, i).
@@ -31,20 +57,10 @@ class SyntheticSwapDataset(Dataset):
         seed: int = 0,  # the dataset's seed (independent of the training seed)
         **renderer_kwargs,  # SyntheticFaces options: supersample, max_yaw, max_pitch, ...
     ) -> None:
-        if num_identities < 2 or images_per_identity < 1:
-            raise ValueError("need num_identities >= 2 and images_per_identity >= 1")
-        for name, rate in (("same_identity_rate", same_identity_rate), ("same_image_rate", same_image_rate)):
-            if not 0.0 <= rate <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {rate}")
-        self.resolution = resolution
-        self.num_identities, self.images_per_identity = num_identities, images_per_identity
-        self.identity_offset = identity_offset
+        super().__init__(resolution, num_identities, images_per_identity, identity_offset, seed,
+                         {"same_identity_rate": same_identity_rate, "same_image_rate": same_image_rate},
+                         **renderer_kwargs)
         self.same_identity_rate, self.same_image_rate = same_identity_rate, same_image_rate
-        self.seed = seed
-        self.faces = SyntheticFaces(resolution=resolution, seed=seed, **renderer_kwargs)
-
-    def __len__(self) -> int:
-        return self.num_identities * self.images_per_identity
 
     def pairs(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """Identity and image indices of target and source for pair indices `index` (B,)."""
@@ -64,9 +80,7 @@ class SyntheticSwapDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         """A whole batch rendered in one vectorized call (the DataLoader uses this instead of __getitem__)."""
-        index = torch.as_tensor(indices, dtype=torch.long)
-        if index.numel() and (index.min() < 0 or index.max() >= len(self)):
-            raise IndexError(f"pair index out of range [0, {len(self)})")
+        index = self.batch_index(indices)
         p = self.pairs(index)
         b = len(index)
         other = ~p["same_image"]  # sources that are not the target image itself: the only ones rendered again

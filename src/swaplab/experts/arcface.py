@@ -1,18 +1,144 @@
-"""ArcFace identity encoder: the IResNet of InsightFace arcface_torch (same module and key names as the
-published `backbone.pth`, so official checkpoints load as they are) and the identity expert around it."""
+"""Identity experts: frozen face-recognition networks that turn aligned faces into unit-norm embeddings.
+
+`IResNet` is the backbone of InsightFace arcface_torch (same module and key names as the published
+`backbone.pth`, so official checkpoints load as they are). `IdentityEncoder` wraps any identity network
+behind one interface, with one builder per architecture: `build` (IResNet), `build_ir_se` (TreB1eN IR-SE,
+swaplab.experts.irse) and `build_facenet` (facenet-pytorch InceptionResnetV1, swaplab.experts.facenet).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swaplab.experts.base import FrozenExpert
-from swaplab.experts.registry import load_tensors, resolve_weights
+from swaplab.experts.base import FrozenExpert, check_box, crop_box
+from swaplab.experts.facenet import (
+    FACENET_CROP,
+    FACENET_FILES,
+    FACENET_SCALE,
+    drop_logits,
+    inception_resnet_v1,
+    torch_hub_copy,
+)
+from swaplab.experts.irse import IRSE
+from swaplab.experts.registry import (
+    WeightEntry,
+    load_pretrained,
+    register_weights,
+    seeded,
+)
 
 IRESNET_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 200: (6, 26, 60, 6)}
+ARCFACE_CROP = (19 / 256, 237 / 256)  # ArcFace 112 alignment inside the FaceShifter 256 crop
+
+# arcface_torch model zoo (README "Model Zoo": OneDrive / Baidu folders, one backbone.pth per folder). The
+# "_fp16" in the names is the training's mixed precision (autocast); the files hold float32 tensors (their
+# published sizes, 91/130/166/248 MB for r18/34/50/100, are the float32 sizes of these networks).
+ARCFACE_ZOO = "InsightFace arcface_torch model zoo (github.com/deepinsight/insightface/tree/master/recognition/arcface_torch)"
+IRESNET_FILES = {  # registry key -> (file name as published, depth)
+    **{f"arcface_r{d}_ms1mv3": (f"ms1mv3_arcface_r{d}_fp16/backbone.pth", d) for d in (18, 34, 50, 100)},
+    **{f"cosface_r{d}_glint360k": (f"glint360k_cosface_r{d}_fp16_0.1/backbone.pth", d) for d in (18, 34, 50, 100)},
+}
+for _key, (_file, _depth) in IRESNET_FILES.items():
+    register_weights(WeightEntry(
+        key=_key, filename=_file, source=ARCFACE_ZOO,
+        format=f"torch state_dict of IResNet-{_depth} (arcface_torch key names), 112x112 RGB input in [-1, 1]",
+    ))
+
+
+class IdentityEncoder(FrozenExpert):
+    """Unit-norm identity embeddings (B x D) of aligned faces, whatever the recognition network.
+
+    Input: the canonical training crops, B x 3 x S x S RGB in [-1, 1] (any S). `crop` is where the network's
+    own alignment lies inside that crop, in fractions of the side: (lo, hi) for a square box or
+    (left, top, right, bottom); it is cut, resized to `input_size`, flipped to BGR if `bgr`, multiplied by
+    `scale` (the net's normalisation, expressed on [-1, 1] inputs) and embedded. Per architecture:
+
+    - IResNet (arcface_torch, `build`): crop (19/256, 237/256) = ArcFace 112 inside the FaceShifter 256 crop,
+      112x112, (pixel/255 - 0.5) / 0.5 = x (scale 1).
+    - IR-SE50 (TreB1eN, `build_ir_se`): same crop (FaceShifter's own choice for this net), 112x112, x.
+      (pSp/e4e cut rows 35:223, cols 32:220 of their FFHQ-aligned 256 crop: (32, 35, 220, 223) / 256.)
+    - InceptionResnetV1 (facenet-pytorch, `build_facenet`): crop FACENET_CROP (see swaplab.experts.facenet),
+      160x160, (pixel - 127.5) / 128 = x * 127.5 / 128.
+    """
+
+    def __init__(self, net: nn.Module, name: str = "arcface", weights: str = "random",
+                 crop: Sequence[float] = ARCFACE_CROP, input_size: int | None = None, scale: float = 1.0,
+                 bgr: bool = False) -> None:
+        super().__init__(net, name=name, weights=weights)
+        self.crop = check_box(crop)
+        self.input_size = int(input_size or net.input_size)
+        self.scale = float(scale)
+        self.bgr = bool(bgr)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        faces = crop_box(images, self.crop, self.input_size)
+        if self.bgr:
+            faces = faces.flip(1)
+        if self.scale != 1.0:
+            faces = faces * self.scale
+        dtype = next(self.net.parameters()).dtype
+        return F.normalize(self.net(faces.to(dtype)), dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, crop={tuple(round(v, 4) for v in self.crop)}, input_size={self.input_size}"
+
+    @classmethod
+    def _assemble(cls, make_net: Callable[[], nn.Module], weights: str, registry_key: str, path: str | None,
+                  weights_dir: str | None, seed: int, convert: Callable[[dict], dict] | None,
+                  **kwargs) -> IdentityEncoder:
+        with seeded(seed):
+            net = make_net()
+        source = load_pretrained(net, weights, registry_key, path=path, weights_dir=weights_dir, convert=convert)
+        return cls(net, weights=source, **kwargs)
+
+    @staticmethod
+    def _net_kwargs(kwargs: dict, names: Sequence[str]) -> dict:
+        return {k: kwargs.pop(k) for k in names if k in kwargs}
+
+    @classmethod
+    def build(cls, weights: str = "random", depth: int | None = None, path: str | None = None,
+              weights_dir: str | None = None, registry_key: str = "arcface_r100_ms1mv3", seed: int = 0,
+              **kwargs) -> IdentityEncoder:
+        """arcface_torch IResNet. `weights="random"` (seeded: the same on every rank and every run) for tests
+        and the quickstart, `"pretrained"` for the registry file. `depth` defaults to the registry file's;
+        IResNet kwargs (widths, input_size, embedding_size, layers) shrink it for tests; the rest (crop, name,
+        bgr) go to the encoder."""
+        depth = depth or IRESNET_FILES.get(registry_key, ("", 100))[1]
+        net_kwargs = cls._net_kwargs(kwargs, ("widths", "input_size", "embedding_size", "layers"))
+        kwargs.setdefault("name", "arcface")
+        return cls._assemble(lambda: IResNet(depth=depth, **net_kwargs), weights, registry_key, path,
+                             weights_dir, seed, None, **kwargs)
+
+    @classmethod
+    def build_ir_se(cls, weights: str = "random", num_layers: int = 50, path: str | None = None,
+                    weights_dir: str | None = None, registry_key: str = "ir_se50_treb1en", seed: int = 0,
+                    **kwargs) -> IdentityEncoder:
+        """TreB1eN IR-SE (`model_ir_se50.pth`). IRSE kwargs (widths, input_size, embedding_size, layers, se,
+        affine) shrink it for tests; the rest (crop, name, bgr) go to the encoder."""
+        net_kwargs = cls._net_kwargs(kwargs, ("widths", "input_size", "embedding_size", "layers", "se", "affine"))
+        kwargs.setdefault("name", f"ir_se{num_layers}")
+        return cls._assemble(lambda: IRSE(num_layers=num_layers, **net_kwargs), weights, registry_key, path,
+                             weights_dir, seed, None, **kwargs)
+
+    @classmethod
+    def build_facenet(cls, weights: str = "random", path: str | None = None, weights_dir: str | None = None,
+                      registry_key: str = "facenet_vggface2", seed: int = 0,
+                      crop: Sequence[float] = FACENET_CROP, **kwargs) -> IdentityEncoder:
+        """facenet-pytorch InceptionResnetV1 (fixed architecture, 160x160). Besides the registry's places, the
+        file is also found where facenet-pytorch's own downloader caches it (<TORCH_HOME>/checkpoints)."""
+        if weights == "pretrained" and not path and registry_key in FACENET_FILES:
+            filename = FACENET_FILES[registry_key][0]
+            if not (Path(weights_dir or "weights") / filename).is_file():
+                path = torch_hub_copy(filename)  # None: the registry's error says where to get it
+        kwargs.setdefault("name", "facenet")
+        kwargs.setdefault("scale", FACENET_SCALE)
+        return cls._assemble(inception_resnet_v1, weights, registry_key, path, weights_dir, seed,
+                             drop_logits, crop=crop, **kwargs)
 
 
 class IBasicBlock(nn.Module):
@@ -34,7 +160,10 @@ class IBasicBlock(nn.Module):
 
 
 class IResNet(nn.Module):
-    """IResNet backbone; defaults reproduce arcface_torch (widths 64..512, 112x112 input, 512-D output)."""
+    """IResNet backbone; defaults reproduce arcface_torch (widths 64..512, 112x112 input, 512-D output).
+
+    arcface_torch's `fp16=True` only runs the convolutions under CUDA autocast; here the caller's autocast
+    decides, the weights are float32 either way."""
 
     def __init__(
         self,
@@ -70,47 +199,3 @@ class IResNet(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = self.dropout(torch.flatten(self.bn2(x), 1))
         return self.features(self.fc(x))
-
-
-class IdentityEncoder(FrozenExpert):
-    """Unit-norm identity embeddings of aligned faces.
-
-    Callers pass the training crop (RGB, [-1, 1], any square size). `crop` is the box, in fractions of the
-    side, that holds the network's own 112-style alignment inside that crop: (19/256, 237/256) for the
-    FaceShifter/ArcFace 256 crop (DESIGN.md §5); the box is cut and resized to the network's input size.
-    """
-
-    def __init__(self, net: IResNet, name: str = "arcface", weights: str = "random",
-                 crop: Sequence[float] = (19 / 256, 237 / 256)) -> None:
-        super().__init__(net, name=name, weights=weights)
-        lo, hi = float(crop[0]), float(crop[1])
-        if not 0.0 <= lo < hi <= 1.0:
-            raise ValueError(f"identity crop must satisfy 0 <= lo < hi <= 1, got {crop}")
-        self.crop = (lo, hi)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        side = images.shape[-1]
-        lo, hi = round(self.crop[0] * side), round(self.crop[1] * side)
-        faces = images[..., lo:hi, lo:hi]
-        size = self.net.input_size
-        if faces.shape[-1] != size:
-            faces = F.interpolate(faces, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return F.normalize(self.net(faces), dim=-1)
-
-    @classmethod
-    def build(cls, weights: str = "random", depth: int = 100, path: str | None = None,
-              weights_dir: str | None = None, registry_key: str = "arcface_r100_ms1mv3", seed: int = 0,
-              **kwargs) -> IdentityEncoder:
-        """`weights="random"` (seeded: the same on every rank and every run) for tests and the quickstart,
-        `"pretrained"` for the official file."""
-        net_kwargs = {k: kwargs.pop(k) for k in ("widths", "input_size", "embedding_size", "layers") if k in kwargs}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = IResNet(depth=depth, **net_kwargs)
-        if weights == "random":
-            return cls(net, weights="random", **kwargs)
-        if weights != "pretrained":
-            raise ValueError(f"weights must be 'random' or 'pretrained', got {weights!r}")
-        file = resolve_weights(registry_key, path=path, weights_dir=weights_dir)
-        net.load_state_dict(load_tensors(file), strict=True)
-        return cls(net, weights=str(file), **kwargs)

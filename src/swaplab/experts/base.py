@@ -9,12 +9,54 @@ is never trained, never stored in a checkpoint, stays in eval mode and can be sh
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def check_box(box: Sequence[float]) -> tuple[float, ...]:
+    """A crop box in fractions of the side: (lo, hi) for the square [lo, hi]^2 or (left, top, right, bottom)."""
+    box = tuple(float(v) for v in box)
+    pairs = [box] if len(box) == 2 else [(box[0], box[2]), (box[1], box[3])] if len(box) == 4 else []
+    if not pairs or not all(0.0 <= lo < hi <= 1.0 for lo, hi in pairs):
+        raise ValueError(f"crop box must be (lo, hi) or (left, top, right, bottom) fractions in [0, 1], got {box}")
+    return box
+
+
+def crop_box(images: torch.Tensor, box: Sequence[float], size: int | None = None) -> torch.Tensor:
+    """Cut `box` (see `check_box`) out of B x C x H x W crops and resize it to size x size (a rectangle is
+    squashed to the square, as MTCNN-box crops are).
+
+    The canonical expert input is an aligned face crop, RGB in [-1, 1], B x 3 x S x S; `box` is where the
+    expert's own alignment lies inside that crop (e.g. (19/256, 237/256) for ArcFace 112 inside the
+    FaceShifter 256 crop), so callers never re-align for each expert.
+    """
+    box = check_box(box)
+    left, top, right, bottom = (box[0], box[0], box[1], box[1]) if len(box) == 2 else box
+    h, w = images.shape[-2:]
+    faces = images[..., round(top * h):round(bottom * h), round(left * w):round(right * w)]
+    if size is not None and faces.shape[-2:] != (size, size):
+        # antialiased resizing has no low-precision CPU kernel; resize in float32 there
+        work = faces.float() if faces.device.type == "cpu" and faces.dtype != torch.float64 else faces
+        work = F.interpolate(work, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        faces = work.to(faces.dtype)
+    return faces
+
+
+def imagenet_normalize(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] RGB -> ImageNet-normalised RGB (torchvision convention)."""
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((images + 1) / 2 - mean) / std
 
 
 class FrozenExpert(nn.Module):
@@ -59,10 +101,45 @@ class FrozenExpert(nn.Module):
         return f"name={self.name}, weights={self.weights}, params={self.num_parameters():,}"
 
 
-class Experts(nn.Module):
-    """The run's set of experts by role (identity, perceptual, ...), built once and handed to everyone."""
+class ExternalModel(nn.Module):
+    """Parameter-free nn.Module around a model that is not a torch network (dlib), loaded by `_load` from
+    `model_file`: always eval, shared by reference, pickled as its file path."""
 
-    def __init__(self, **experts: FrozenExpert | None) -> None:
+    def __init__(self, model_file: str | None, name: str, weights: str | None = None) -> None:
+        super().__init__()
+        self.name, self.model_file = name, model_file
+        self.weights = str(weights if weights is not None else model_file)  # where it came from, recorded
+        self.model = self._load(model_file)
+        self.training = False
+
+    @staticmethod
+    def _load(path: str | None) -> Any:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> ExternalModel:
+        return super().train(False)
+
+    def __deepcopy__(self, memo: dict) -> ExternalModel:
+        return self
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in super().__getstate__().items() if k != "model"}
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.model = self._load(self.model_file)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name}, weights={self.weights}"
+
+
+class Experts(nn.Module):
+    """The run's set of experts by role (identity, perceptual, ...), built once and handed to everyone.
+
+    Roles hold `FrozenExpert`s, or modules without torch weights (dlib, PnP) that carry `name` and `weights`.
+    """
+
+    def __init__(self, **experts: nn.Module | None) -> None:
         super().__init__()
         for role, expert in experts.items():
             if expert is not None:
@@ -77,6 +154,7 @@ class Experts(nn.Module):
 
     def describe(self) -> dict[str, dict[str, Any]]:
         return {
-            role: {"name": e.name, "weights": str(e.weights), "params": e.num_parameters()}
+            role: {"name": getattr(e, "name", type(e).__name__), "weights": str(getattr(e, "weights", "")),
+                   "params": sum(p.numel() for p in getattr(e, "net", e).parameters())}
             for role, e in self._modules.items()
         }

@@ -7,14 +7,45 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from swaplab.experts.registry import MissingWeightsError, UnsafeCheckpointError
 from swaplab.utils.checkpoint_io import safe_torch_load
+
+
+def expert_roles(cfg: DictConfig) -> list[str]:
+    """The roles a run builds: those its model class requires, plus `experts_extra` (e.g. for evaluation)."""
+    model_class = hydra.utils.get_class(cfg.model._target_)
+    roles = list(getattr(model_class, "required_experts", ()))
+    return roles + [r for r in cfg.get("experts_extra") or () if r not in roles]
+
+
+def build_experts(experts_cfg: DictConfig, roles: list[str] | None = None) -> Any:
+    """Instantiate the experts config, keeping only `roles` (None: all); a full pretrained set is several
+    hundred MB of networks, so a run loads only what it uses."""
+    if roles is not None:
+        known = [k for k in experts_cfg if not str(k).startswith("_")]
+        missing = [r for r in roles if r not in known]
+        if missing:
+            raise ValueError(f"the experts config has no role {missing}; it defines {known}")
+    try:
+        if roles is None:
+            return hydra.utils.instantiate(experts_cfg, _convert_="all")
+        container = hydra.utils.get_class(experts_cfg._target_)  # role by role: keeps interpolation context
+        return container(**{r: hydra.utils.instantiate(experts_cfg[r], _convert_="all") for r in roles})
+    except InstantiationException as err:
+        cause: BaseException | None = err
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
+        if isinstance(cause, MissingWeightsError | UnsafeCheckpointError):
+            raise cause from None  # its one line says what to download and where to put it
+        raise
 
 
 def build_model(cfg: DictConfig) -> tuple[pl.LightningModule, Any]:
     """Experts once, then the model that shares them."""
-    experts = hydra.utils.instantiate(cfg.experts, _convert_="all")
+    experts = build_experts(cfg.experts, expert_roles(cfg))
     model = hydra.utils.instantiate(cfg.model, experts=experts, _convert_="all")
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     return model, experts

@@ -43,6 +43,13 @@ def validate_train_config(cfg: DictConfig) -> None:
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
             problems.append(f"model.loss_weights.{name} must be a number >= 0, got {weight!r}")
 
+    defined = [str(k) for k in cfg.experts if not str(k).startswith("_")]
+    extra = cfg.get("experts_extra") or []
+    unknown = [r for r in extra if r not in defined]
+    if unknown:
+        problems.append(f"experts_extra names roles {unknown} that the experts config does not "
+                        f"define (it defines {defined})")
+
     ckpt = cfg.get("ckpt_path")
     if ckpt and not Path(ckpt).is_file():
         problems.append(f"ckpt_path={ckpt} does not exist")

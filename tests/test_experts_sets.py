@@ -1,0 +1,60 @@
+"""The experts config sets: `offline` builds every role from package files or (recorded) random weights and
+each role answers on a real aligned face; `pretrained` names the official files."""
+
+from __future__ import annotations
+
+import pytest
+import skimage.data
+import torch
+from helpers import TINY, compose_config
+
+from swaplab.experts import MissingWeightsError, MTCNNDetector, align_faces
+from swaplab.models.loading import build_experts
+
+ROLES = ["identity", "identity_eval", "detector", "landmarks", "parsing", "face3d", "pose", "perceptual", "lpips",
+         "lighting"]
+
+
+@pytest.fixture(scope="module")
+def aligned_astronaut():
+    image = skimage.data.astronaut()
+    crops = align_faces(image, MTCNNDetector.build()(image).landmarks[:1], size=256)
+    return image, torch.cat([crops, crops.flip(-1)])  # the face and its mirror
+
+
+def test_offline_set_builds_every_role_and_records_random_weights(tmp_path, aligned_astronaut):
+    cfg = compose_config("train", tmp_path, [*TINY, "experts=offline"])
+    assert sorted(k for k in cfg.experts if not k.startswith("_")) == sorted(ROLES)
+    experts = build_experts(cfg.experts)
+    info = experts.describe()
+    for role in ("identity_eval", "detector", "landmarks"):  # shipped with pip packages
+        assert "site-packages" in info[role]["weights"], (role, info[role])
+    for role in ("identity", "parsing", "face3d", "perceptual", "lighting"):
+        assert info[role]["weights"] == "random", (role, info[role])
+    assert "lin=" in info["lpips"]["weights"] and "backbone=RANDOM" in info["lpips"]["weights"]
+
+    image, faces = aligned_astronaut
+    with torch.no_grad():
+        assert experts.identity(faces).shape == (2, 512)
+        descriptors = experts.identity_eval(faces)
+        assert (descriptors[0] - descriptors[1]).norm() < 0.6  # dlib's same-person threshold: face vs mirror
+        assert len(experts.detector(image).boxes) >= 1
+        pose = experts.pose(faces)
+        assert pose.abs().max() < 30 and abs(pose[0, 0] + pose[1, 0]) < 5  # mirror: opposite yaw
+        masks = experts.parsing.masks(faces[:1, :, ::4, ::4])
+        assert torch.allclose(sum(masks.values()), torch.ones(1, 1, 64, 64), atol=1e-5)
+        assert experts.face3d(faces[:1]).id.shape == (1, 80)
+        assert experts.lpips(faces[:1], faces[:1]).abs().max() < 1e-6
+        assert experts.lighting(faces).shape[0] == 2
+
+
+def test_pretrained_set_fails_on_missing_files_with_one_line(tmp_path):
+    cfg = compose_config("train", tmp_path, [*TINY, "experts=pretrained"])
+    with pytest.raises(MissingWeightsError):
+        build_experts(cfg.experts)  # the whole set at once: same error, not Hydra's wrapper
+    for role in ("identity", "identity_eval", "parsing", "face3d", "pose", "perceptual", "lighting"):
+        with pytest.raises(MissingWeightsError) as err:
+            build_experts(cfg.experts, [role])
+        assert str(tmp_path / "weights") in str(err.value) and "\n" not in str(err.value), role
+    for role in ("detector", "landmarks"):  # shipped: found without any download
+        assert getattr(build_experts(cfg.experts, [role]), role).weights
