@@ -81,8 +81,7 @@ class FaceReconstructor(FrozenExpert):
     def __init__(self, net: ReconNet, name: str = "deep3dfacerecon", weights: str = "random",
                  crop: Sequence[float] = (0.0, 1.0), bfm: BFM | None = None) -> None:
         super().__init__(net, name=name, weights=weights)
-        check_box(crop)
-        self.crop = (float(crop[0]), float(crop[1]))
+        self.crop = check_box(crop)
         self.bfm = bfm  # non-persistent buffers only: never in a checkpoint
 
     def forward(self, images: torch.Tensor) -> FaceCoefficients:

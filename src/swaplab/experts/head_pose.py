@@ -75,8 +75,7 @@ class HeadPose(FrozenExpert):
     def __init__(self, net: Hopenet, name: str = "hopenet", weights: str = "random",
                  crop: Sequence[float] = (0.0, 1.0)) -> None:
         super().__init__(net, name=name, weights=weights)
-        check_box(crop)
-        self.crop = (float(crop[0]), float(crop[1]))
+        self.crop = check_box(crop)
 
     def bin_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Raw bin logits B x 3 x 66 (yaw, pitch, roll)."""

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from swaplab.experts.base import FrozenExpert, crop_box
+from swaplab.experts.base import FrozenExpert, check_box, crop_box
 from swaplab.experts.registry import WeightEntry, load_tensors, register_weights, resolve_weights, seeded
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as cv2.cvtColor(RGB2GRAY)
@@ -123,8 +123,7 @@ class LightingFeatures(FrozenExpert):
     def __init__(self, net: LightingNet, name: str = "lighting_net", weights: str = "random",
                  crop: Sequence[float] = (0.0, 1.0)) -> None:
         super().__init__(net, name=name, weights=weights)
-        crop_box(torch.zeros(1, 1, 2, 2), crop)  # validates the box at construction
-        self.crop = (float(crop[0]), float(crop[1]))
+        self.crop = check_box(crop)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(crop_box(to_grayscale(images), self.crop, self.net.input_size))

@@ -197,7 +197,8 @@ class FaceParser(FrozenExpert):
                  crop: Sequence[float] = (0.0, 1.0), groups: Mapping[str, Sequence[str | int]] | None = None,
                  rest: str | None = "background") -> None:
         super().__init__(net, name=name, weights=weights)
-        check_box(crop)
+        if len(check_box(crop)) != 2:
+            raise ValueError(f"the parser's crop must be a square box (lo, hi): labels are pasted back, got {crop}")
         self.crop = (float(crop[0]), float(crop[1]))
         groups = DEFAULT_GROUPS if groups is None else {str(k): list(v) for k, v in groups.items()}
         self.group_names, matrix = group_matrix(groups, rest)

@@ -159,8 +159,7 @@ class VGGFeatures(FrozenExpert):
         super().__init__(net, name=name, weights=weights)
         if normalization not in self.NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {self.NORMALIZATIONS}, got {normalization!r}")
-        check_box(crop)
-        self.crop = (float(crop[0]), float(crop[1]))
+        self.crop = check_box(crop)
         self.size = size
         self.normalization = normalization
         self.batch_stats = batch_stats
@@ -252,8 +251,7 @@ class LPIPS(FrozenExpert):
     def __init__(self, net: nn.Module, name: str = "lpips_alex", weights: str = "random",
                  crop: Sequence[float] = (0.0, 1.0), size: int | None = None) -> None:
         super().__init__(net, name=name, weights=weights)
-        check_box(crop)
-        self.crop = (float(crop[0]), float(crop[1]))
+        self.crop = check_box(crop)
         self.size = size
 
     def forward(self, images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
