@@ -20,6 +20,7 @@ from torch import nn
 
 from swaplab.experts.base import ExternalModel, FrozenExpert
 from swaplab.experts.registry import WeightEntry, load_pretrained, register_weights, resolve_weights, seeded
+from swaplab.utils.images import from_uint8, to_uint8
 
 # InsightFace's 5-point template for 112 x 112 ArcFace crops (pixel centres at integer coordinates).
 ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -73,7 +74,7 @@ def as_uint8_images(images: Any) -> tuple[list[np.ndarray] | torch.Tensor, bool]
         x = images[None] if single else images
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"tensor images must be B x 3 x H x W in [-1, 1], got shape {tuple(images.shape)}")
-        return ((x.detach().float() + 1) * 127.5).round().clamp(0, 255).permute(0, 2, 3, 1), single
+        return to_uint8(x).float(), single
     single = isinstance(images, np.ndarray) and images.ndim == 3
     batch = [images] if single else list(images)
     for img in batch:
@@ -117,7 +118,7 @@ def align_faces(image: np.ndarray, landmarks: np.ndarray, size: int = 256,
                             borderMode=cv2.BORDER_REPLICATE) for pts in np.asarray(landmarks)]
     if not crops:
         return torch.zeros(0, 3, size, size)
-    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return from_uint8(torch.from_numpy(np.stack(crops)))
 
 
 class DetectorCounts:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from swaplab.experts.base import ExternalModel
 from swaplab.experts.detection import CANONICAL_ARCFACE_BOX, arcface_template, similarity_transform
 from swaplab.experts.registry import WeightEntry, register_weights, resolve_weights
+from swaplab.utils.images import to_uint8
 
 _FRM = ("http://dlib.net/files/{}.bz2 (unpack with bunzip2); also shipped by `pip install face_recognition_models` "
         "(github.com/ageitgey/face_recognition_models)")
@@ -172,7 +173,7 @@ class DlibFaceDescriptor(DlibModel):
         src = (2 * src + 1) / size - 1  # pixel centres -> grid_sample's [-1, 1] (align_corners=False)
         grid = src.to(x.device, torch.float32)[None].expand(len(x), -1, -1, -1)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return ((out + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return to_uint8(out)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -200,9 +200,9 @@ class CropLandmarkPose(nn.Module):
 
     def landmarks68(self, images: torch.Tensor) -> torch.Tensor:
         """B x 68 x 2 landmarks in the crops' pixels."""
-        from swaplab.experts.detection import as_uint8_images
+        from swaplab.utils.images import to_uint8
 
-        frames = as_uint8_images(images)[0].to(torch.uint8).cpu().numpy()
+        frames = to_uint8(images).cpu().numpy()
         box = np.asarray([self.box], np.float32) * images.shape[-1]
         points = np.stack([self.landmarks(np.ascontiguousarray(f), box)[0] for f in frames])
         return torch.from_numpy(points).to(images.device)
