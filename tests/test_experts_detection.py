@@ -12,13 +12,13 @@ import pytest
 import skimage.data
 import torch
 
+from swaplab.data.templates import similarity_transform
 from swaplab.experts import Experts, MissingWeightsError, load_tensors, resolve_weights
 from swaplab.experts.detection import (
     DlibDetector,
     MTCNNDetector,
     align_faces,
     arcface_template,
-    similarity_transform,
 )
 from swaplab.experts.dlib_models import (
     DlibFaceDescriptor,

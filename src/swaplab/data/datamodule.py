@@ -31,6 +31,7 @@ class SwapDataModule(pl.LightningDataModule):
         train: Dataset,
         val: Dataset | None = None,
         resolution: int | None = None,  # when set, every dataset must produce this size (checked at start)
+        template: str | None = None,  # alignment template of the crops served (data.templates); None: canonical
         batch_size: int = 8,  # global batch size (all devices together)
         val_batch_size: int | None = None,  # global; defaults to batch_size
         num_workers: int = 0,
@@ -48,6 +49,14 @@ class SwapDataModule(pl.LightningDataModule):
             size = getattr(dataset, "resolution", None)
             if resolution is not None and size is not None and size != resolution:
                 raise ValueError(f"data.{name} produces {size}px faces but data.resolution is {resolution}")
+        from swaplab.data.templates import CANONICAL, get_template
+
+        self.template = get_template(template or CANONICAL).name
+        for name, dataset in (("train", train), ("val", val)):
+            made = getattr(dataset, "template", None)
+            made = getattr(made, "name", made)
+            if made is not None and made != self.template:
+                raise ValueError(f"data.{name} produces {made} crops but data.template is {self.template}")
         self.resolution = resolution
         self.train_set, self.val_set = train, val
         self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
@@ -68,7 +77,8 @@ class SwapDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset, global_batch: int, shuffle: bool) -> DataLoader:
         rank, world = self._world()
-        sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
+        sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world,
+                                   offset_by_epoch=shuffle and getattr(dataset, "pairs_vary_by_epoch", False))
         workers = self.num_workers
         return DataLoader(
             dataset,

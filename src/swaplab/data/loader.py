@@ -13,13 +13,17 @@ class ResumableSampler(Sampler[int]):
 
     `resume(epoch, consumed)` makes the next pass over `epoch` start after its first `consumed` samples
     of this rank, so a run restored from a mid-epoch checkpoint sees exactly the batches it would have seen.
+    With `offset_by_epoch`, epoch e yields index + e * length: datasets that draw a pair from the key
+    (`FacePairs`) then pair each target with new sources every epoch.
     """
 
-    def __init__(self, length: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, length: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 offset_by_epoch: bool = False) -> None:
         if length < world_size:
             raise ValueError(f"dataset of {length} samples cannot be split over {world_size} processes")
         self.length, self.shuffle, self.seed = length, shuffle, seed
         self.rank, self.world_size = rank, world_size
+        self.offset_by_epoch = offset_by_epoch
         self.epoch = 0
         self._skip = 0
 
@@ -40,5 +44,7 @@ class ResumableSampler(Sampler[int]):
         else:
             order = torch.arange(self.length)
         mine = order[self.rank : len(self) * self.world_size : self.world_size]
+        if self.offset_by_epoch:
+            mine = mine + self.epoch * self.length
         skip, self._skip = self._skip, 0
         return iter(mine[skip:].tolist())

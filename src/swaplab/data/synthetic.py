@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import Dataset
 
 from swaplab.data.synthetic_faces import SyntheticFaces, hash_uniform
+from swaplab.data.templates import CANONICAL
 
 GROUND_TRUTH = ("identity", "pose", "landmarks", "mask", "shape", "expression", "light")
 _PAIR_STREAM = 0x5A17  # hash stream for pair choices, apart from the renderer's streams
@@ -26,6 +27,7 @@ class RenderedPairs(Dataset):
         self.num_identities, self.images_per_identity = num_identities, images_per_identity
         self.identity_offset = identity_offset
         self.faces = SyntheticFaces(resolution=resolution, seed=seed, **renderer_kwargs)
+        self.template = CANONICAL  # the renderer frames its heads like the canonical (FaceShifter) crop
 
     def __len__(self) -> int:
         return self.num_identities * self.images_per_identity

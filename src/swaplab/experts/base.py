@@ -144,6 +144,43 @@ class Experts(nn.Module):
         for role, expert in experts.items():
             if expert is not None:
                 self.add_module(role, expert)
+        self.input_template: str | None = None  # None: inputs are canonical crops
+        self._template_hooks: list[Any] = []
+
+    def set_input_template(self, template: str | None) -> None:
+        """Let every expert take crops of another alignment template (e.g. `ffhq_256` training crops): image
+        arguments (B x 3 x S x S) are re-cropped to the canonical template at the same size in one batched warp
+        before each call, and experts whose outputs are maps over the input (`spatial_output`, the parser)
+        have them warped back. Each expert then cuts its own box as usual. None / canonical: no conversion."""
+        from swaplab.data.templates import CANONICAL, convert_crops, get_template
+
+        for handle in self._template_hooks:
+            handle.remove()
+        self._template_hooks = []
+        self.input_template = None if template in (None, CANONICAL) else get_template(template).name
+        if self.input_template is None:
+            return
+        source = self.input_template
+
+        def is_crop(x: Any) -> bool:
+            return isinstance(x, torch.Tensor) and x.dim() == 4 and x.shape[1] == 3 and x.shape[2] == x.shape[3]
+
+        def inputs_to_canonical(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            def convert(x: Any) -> Any:
+                return convert_crops(x, get_template(source, x.shape[-1]), get_template(CANONICAL, x.shape[-1])) \
+                    if is_crop(x) else x
+
+            return tuple(convert(a) for a in args), {k: convert(v) for k, v in kwargs.items()}
+
+        def outputs_from_canonical(module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor) -> Any:
+            size = output.shape[-1]
+            return convert_crops(output, get_template(CANONICAL, size), get_template(source, size),
+                                 padding_mode="border")
+
+        for expert in self._modules.values():
+            self._template_hooks.append(expert.register_forward_pre_hook(inputs_to_canonical, with_kwargs=True))
+            if getattr(expert, "spatial_output", False):
+                self._template_hooks.append(expert.register_forward_hook(outputs_from_canonical, with_kwargs=True))
 
     def require(self, *roles: str) -> None:
         missing = [r for r in roles if not hasattr(self, r)]

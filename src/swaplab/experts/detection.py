@@ -13,21 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
+from swaplab.data.templates import ARCFACE_112, CANONICAL, FACESHIFTER_BOX, get_template
 from swaplab.experts.base import ExternalModel, FrozenExpert
 from swaplab.experts.registry import WeightEntry, load_pretrained, register_weights, resolve_weights, seeded
 from swaplab.utils.images import from_uint8, to_uint8
 
-# InsightFace's 5-point template for 112 x 112 ArcFace crops (pixel centres at integer coordinates).
-ARCFACE_TEMPLATE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                                 [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
-# Where the 112 template sits inside the canonical crop: scaled by 1/0.85 about the centre (the FaceShifter /
-# ArcFace-256 alignment; IdentityEncoder cuts the same box, rounded to (19/256, 237/256) at 256 px).
-CANONICAL_ARCFACE_BOX = (0.075, 0.925)
+# Where the ArcFace 112 square sits inside the canonical crop (data.templates: the FaceShifter crop).
+CANONICAL_ARCFACE_BOX = FACESHIFTER_BOX
 
 _MTCNN_SOURCE = ("facenet-pytorch (`pip install facenet-pytorch`; github.com/timesler/facenet-pytorch, "
                  "file facenet_pytorch/data/{}), converted from the original MTCNN Caffe models "
@@ -90,35 +86,17 @@ def to_numpy_images(images: list[np.ndarray] | torch.Tensor) -> list[np.ndarray]
     return images
 
 
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2 x 3 least-squares similarity (rotation, uniform scale, translation) mapping points src -> dst
-    (Umeyama's closed form, no reflection)."""
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s, d = src - mu_s, dst - mu_d
-    u, sig, vt = np.linalg.svd(d.T @ s / len(src))
-    flip = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])
-    rot = u @ flip @ vt
-    scale = (sig * np.diag(flip)).sum() / (s**2).sum(1).mean()
-    return np.concatenate([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]], 1)
-
-
 def arcface_template(size: int = 256, box: Sequence[float] = CANONICAL_ARCFACE_BOX) -> np.ndarray:
     """The 5 ArcFace template points (5 x 2, pixels) in a size x size crop whose ArcFace-112 square is `box`."""
     lo, hi = box
-    return (lo + ARCFACE_TEMPLATE_112 / 112.0 * (hi - lo)) * size
+    return (lo + ARCFACE_112 / 112.0 * (hi - lo)) * size
 
 
-def align_faces(image: np.ndarray, landmarks: np.ndarray, size: int = 256,
-                box: Sequence[float] = CANONICAL_ARCFACE_BOX) -> torch.Tensor:
-    """Canonical aligned crops (N x 3 x size x size RGB in [-1, 1]) of the faces whose ArcFace-order 5 points
-    (N x 5 x 2, e.g. `Detections.landmarks`) are given, by a similarity fit to `arcface_template`."""
-    target = arcface_template(size, box)
-    crops = [cv2.warpAffine(image, similarity_transform(pts, target), (size, size), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE) for pts in np.asarray(landmarks)]
-    if not crops:
-        return torch.zeros(0, 3, size, size)
-    return from_uint8(torch.from_numpy(np.stack(crops)))
+def align_faces(image: np.ndarray, landmarks: np.ndarray, size: int = 256, template: str = CANONICAL) -> torch.Tensor:
+    """Aligned crops (N x 3 x size x size RGB in [-1, 1], `template` at `size`; default the canonical crop
+    every expert takes) of the faces whose 5 (ArcFace order) or 68 points are given (N x K x 2)."""
+    crops = get_template(template, size).crop(image, landmarks)
+    return from_uint8(torch.from_numpy(crops))
 
 
 class DetectorCounts:

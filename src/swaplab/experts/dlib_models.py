@@ -15,8 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from swaplab.data.templates import similarity_transform
 from swaplab.experts.base import ExternalModel
-from swaplab.experts.detection import CANONICAL_ARCFACE_BOX, arcface_template, similarity_transform
+from swaplab.experts.detection import CANONICAL_ARCFACE_BOX, arcface_template
 from swaplab.experts.registry import WeightEntry, register_weights, resolve_weights
 from swaplab.utils.images import to_uint8
 

@@ -193,6 +193,8 @@ class FaceParser(FrozenExpert):
     and blending). Classes in no group join `rest`.
     """
 
+    spatial_output = True  # logits are maps over the input crop (see Experts.set_input_template)
+
     def __init__(self, net: BiSeNet, name: str = "bisenet", weights: str = "random",
                  crop: Sequence[float] = (0.0, 1.0), groups: Mapping[str, Sequence[str | int]] | None = None,
                  rest: str | None = "background") -> None:

@@ -7,11 +7,10 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from swaplab.experts.registry import MissingWeightsError, UnsafeCheckpointError
 from swaplab.utils.checkpoint_io import safe_torch_load
+from swaplab.utils.instantiate import plain_user_errors
 
 
 def expert_roles(cfg: DictConfig) -> list[str]:
@@ -29,23 +28,18 @@ def build_experts(experts_cfg: DictConfig, roles: list[str] | None = None) -> An
         missing = [r for r in roles if r not in known]
         if missing:
             raise ValueError(f"the experts config has no role {missing}; it defines {known}")
-    try:
+    with plain_user_errors():
         if roles is None:
             return hydra.utils.instantiate(experts_cfg, _convert_="all")
         container = hydra.utils.get_class(experts_cfg._target_)  # role by role: keeps interpolation context
         return container(**{r: hydra.utils.instantiate(experts_cfg[r], _convert_="all") for r in roles})
-    except InstantiationException as err:
-        cause: BaseException | None = err
-        while isinstance(cause, InstantiationException):
-            cause = cause.__cause__
-        if isinstance(cause, MissingWeightsError | UnsafeCheckpointError):
-            raise cause from None  # its one line says what to download and where to put it
-        raise
 
 
 def build_model(cfg: DictConfig) -> tuple[pl.LightningModule, Any]:
     """Experts once, then the model that shares them."""
     experts = build_experts(cfg.experts, expert_roles(cfg))
+    if hasattr(experts, "set_input_template"):
+        experts.set_input_template(cfg.get("data", {}).get("template"))  # experts re-crop the training crops
     model = hydra.utils.instantiate(cfg.model, experts=experts, _convert_="all")
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     return model, experts

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, ListConfig
 
 from swaplab.models.loading import load_swap_model
 from swaplab.utils.checkpoint_io import AtomicCheckpointIO
+from swaplab.utils.instantiate import instantiate_data
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     for ckpt in checkpoints:
         model, run_cfg = load_swap_model(ckpt, cfg.get("experts"))
         data_cfg = cfg.data if cfg.get("data") is not None else run_cfg.data
-        datamodule = hydra.utils.instantiate(data_cfg, _convert_="all")
+        datamodule = instantiate_data(data_cfg)
         trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], plugins=[AtomicCheckpointIO()],
                                           enable_checkpointing=False, _convert_="all")
         (metrics,) = trainer.validate(model, datamodule=datamodule, verbose=False)

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from swaplab.models.loading import build_model
 from swaplab.utils.checkpoint_io import AtomicCheckpointIO
 from swaplab.utils.config import validate_train_config
-from swaplab.utils.instantiate import instantiate_map
+from swaplab.utils.instantiate import instantiate_data, instantiate_map
 from swaplab.utils.loggers import announce_offline_runs
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config_resolved.yaml", resolve=True)
 
-    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule = instantiate_data(cfg.data)
     model, experts = build_model(cfg)
     callbacks = instantiate_map(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_map(cfg.get("logger"), "logger")

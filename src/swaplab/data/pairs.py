@@ -1,0 +1,182 @@
+"""Swap pairs from stored face crops: pair sampling, template conversion and augmentation shared by every
+real-face dataset (folders, the preprocessed store, FaceForensics++).
+
+Every dataset yields the batch schema of `data=synthetic` (CORE_KEYS): `source`, `target` (B x 3 x R x R
+in [-1, 1], crops in the dataset's output `template`), `same` (same identity), `same_image`, `index`, and
+`source_identity` / `target_identity` (int64, -1 when unknown); with parsing labels also `source_mask` /
+`target_mask` (B x R x R int64: 0 background, 1 face, 2 hair, as the synthetic faces).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from swaplab.data.synthetic_faces import hash_uniform
+from swaplab.data.templates import CANONICAL, convert_crops, get_template
+
+CORE_KEYS = ("source", "target", "same", "same_image", "index", "source_identity", "target_identity")
+_PAIR_STREAM, _AUGMENT_STREAM = 0x9A1E, 0xA06E
+AUGMENTATIONS = ("hflip", "brightness", "contrast", "saturation", "same_for_pair")
+
+
+class FacePairs(Dataset):
+    """Base of the real-face pair datasets. A subclass passes one identity label per stored crop (-1:
+    unknown, e.g. FFHQ: then each crop is its own identity) and implements `read(indices)`.
+
+    Pair k (any k >= 0; the sampler adds epoch * len so every epoch draws new pairs): target = crop
+    k % len; source = another crop of the same identity with probability `same_identity_rate` (of those,
+    the very same crop with probability `same_image_rate`), else a crop of another identity. Deterministic
+    by (seed, k).
+    """
+
+    pairs_vary_by_epoch = True
+
+    def __init__(self, identities: np.ndarray, resolution: int, stored_template: str, template: str = CANONICAL,
+                 same_identity_rate: float = 0.2, same_image_rate: float = 1.0, seed: int = 0,
+                 augment: Mapping[str, float] | None = None) -> None:
+        for name, rate in (("same_identity_rate", same_identity_rate), ("same_image_rate", same_image_rate)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {rate}")
+        if resolution < 8:
+            raise ValueError(f"resolution must be >= 8, got {resolution}")
+        self.augment = check_augment(augment)
+        self.resolution, self.seed = int(resolution), seed
+        self.stored_template, self.template = get_template(stored_template), get_template(template, resolution)
+        self.same_identity_rate, self.same_image_rate = same_identity_rate, same_image_rate
+        labels = np.asarray(identities, np.int64)
+        if labels.ndim != 1 or len(labels) < 2:
+            raise ValueError(f"a pair dataset needs at least 2 faces, got {len(labels)}")
+        self.identities = torch.from_numpy(labels)
+        # unknown identities become singleton groups; groups are contiguous runs of `order`
+        groups = labels.copy()
+        unknown = groups < 0
+        groups[unknown] = groups.max(initial=-1) + 1 + np.arange(unknown.sum())
+        self.order = torch.from_numpy(np.argsort(groups, kind="stable"))
+        _, first, counts = np.unique(groups[self.order.numpy()], return_index=True, return_counts=True)
+        group_of = np.empty(len(groups), np.int64)
+        group_of[self.order.numpy()] = np.repeat(np.arange(len(counts)), counts)
+        self.group_of, self.group_start, self.group_size = (torch.from_numpy(a) for a in (group_of, first, counts))
+        self.position = torch.empty(len(groups), dtype=torch.long)  # place of each crop within its group
+        self.position[self.order] = torch.arange(len(groups)) - self.group_start[self.group_of[self.order]]
+        if len(counts) < 2:
+            raise ValueError("a pair dataset needs faces of at least 2 identities")
+
+    def __len__(self) -> int:
+        return len(self.identities)
+
+    def read(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Stored crops `indices` as B x S x S x 3 uint8 (stored template) and their B x S x S 3-class labels
+        (0 background, 1 face, 2 hair) or None."""
+        raise NotImplementedError
+
+    def pairs(self, keys: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Target and source crop indices of pair keys (B,)."""
+        n = len(self)
+        target = keys % n
+        u = hash_uniform(self.seed, [keys, _PAIR_STREAM], 3, keys)
+        group = self.group_of[target]
+        size, start = self.group_size[group], self.group_start[group]
+        same = u[:, 0] < self.same_identity_rate  # an identity with one crop can only pair with itself
+        same_image = same & ((u[:, 1] < self.same_image_rate) | (size == 1))
+        sibling = self.order[start + (self.position[target] + 1 + (u[:, 2] * (size - 1)).long()) % size]
+        other = (u[:, 2] * (n - size)).long()  # a crop outside the target's group, uniformly
+        other = self.order[torch.where(other >= start, other + size, other)]
+        source = torch.where(same_image, target, torch.where(same, sibling, other))
+        return {"target": target, "source": source, "same": same, "same_image": same_image}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        keys = torch.as_tensor(indices, dtype=torch.long)
+        if keys.numel() and keys.min() < 0:
+            raise IndexError("pair keys must be >= 0")
+        p = self.pairs(keys)
+        crops, inverse = torch.unique(torch.cat([p["target"], p["source"]]), return_inverse=True)
+        images, labels = self.read(crops.numpy())
+        images, labels = self.to_template(images, labels)
+        b = len(keys)
+        batch = {"index": keys, "same": p["same"], "same_image": p["same_image"],
+                 "target": images[inverse[:b]], "source": images[inverse[b:]],
+                 "target_identity": self.identities[p["target"]], "source_identity": self.identities[p["source"]]}
+        if labels is not None:
+            batch["target_mask"], batch["source_mask"] = labels[inverse[:b]], labels[inverse[b:]]
+        if self.augment:
+            augment_pairs(batch, self.augment, self.seed, keys)
+        return batch
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+
+    def to_template(self, images: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 B x S x S x 3 crops of the stored template -> B x 3 x R x R in [-1, 1] crops of the output
+        template (one batched resize or warp), labels alike with nearest sampling."""
+        x = images.permute(0, 3, 1, 2).float()
+        same_template = self.stored_template.name == self.template.name
+        if same_template and x.shape[-1] == self.resolution:
+            pass
+        elif same_template:
+            x = F.interpolate(x, size=(self.resolution,) * 2, mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > self.resolution)
+        else:
+            x = convert_crops(x, self.stored_template.at(x.shape[-1]), self.template)
+        if labels is not None:
+            y = labels[:, None].float()
+            if same_template:
+                y = F.interpolate(y, size=(self.resolution,) * 2, mode="nearest")
+            else:
+                import kornia
+
+                from swaplab.data.templates import conversion_matrix
+
+                m = conversion_matrix(self.stored_template.at(y.shape[-1]), self.template)
+                m = torch.as_tensor(m, dtype=y.dtype).expand(len(y), 2, 3)
+                y = kornia.geometry.transform.warp_affine(y, m, (self.resolution,) * 2, mode="nearest",
+                                                          padding_mode="zeros", align_corners=True)
+            labels = y[:, 0].round().long()
+        return (x / 127.5 - 1).clamp(-1, 1), labels
+
+
+def check_augment(augment: Mapping[str, float] | None) -> dict[str, float]:
+    """Validated augmentation options: hflip probability, brightness / contrast / saturation strengths
+    (factors drawn from [1 - s, 1 + s]), and same_for_pair (1: source and target of every pair get the same
+    transform; 0: only same-image pairs do, which keeps their reconstruction target exact)."""
+    augment = dict(augment or {})
+    unknown = sorted(set(augment) - set(AUGMENTATIONS))
+    if unknown:
+        raise ValueError(f"unknown augmentation {unknown}; known: {list(AUGMENTATIONS)}")
+    for name, value in augment.items():
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"augment.{name} must be in [0, 1], got {value}")
+    return {k: float(v) for k, v in augment.items() if v}
+
+
+def augment_pairs(batch: dict[str, torch.Tensor], augment: Mapping[str, float], seed: int,
+                  keys: torch.Tensor) -> None:
+    """In place, batched: flip and colour-jitter `source` / `target` (and their masks)."""
+    b = len(keys)
+    shared = torch.full((b,), bool(augment.get("same_for_pair")), dtype=torch.bool) | batch["same_image"]
+    for side, stream in (("target", 0), ("source", 1)):
+        u = hash_uniform(seed, [keys, _AUGMENT_STREAM, stream], 4, keys)
+        if side == "target":
+            target_u = u
+        else:
+            u = torch.where(shared[:, None], target_u, u)
+        flip = u[:, 0] < augment.get("hflip", 0.0)
+        x = batch[side]
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if f"{side}_mask" in batch:
+            batch[f"{side}_mask"] = torch.where(flip[:, None, None], batch[f"{side}_mask"].flip(-1),
+                                                batch[f"{side}_mask"])
+        factors = [1 + augment.get(name, 0.0) * (2 * u[:, k] - 1)
+                   for k, name in enumerate(("brightness", "contrast", "saturation"), start=1)]
+        if any(augment.get(n) for n in ("brightness", "contrast", "saturation")):
+            rgb = (x + 1) / 2 * factors[0].view(b, 1, 1, 1)
+            mean = rgb.mean((1, 2, 3), keepdim=True)
+            rgb = (rgb - mean) * factors[1].view(b, 1, 1, 1) + mean
+            gray = (rgb * rgb.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            rgb = (rgb - gray) * factors[2].view(b, 1, 1, 1) + gray
+            x = rgb.clamp(0, 1) * 2 - 1
+        batch[side] = x
