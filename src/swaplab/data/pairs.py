@@ -24,6 +24,25 @@ _PAIR_STREAM, _AUGMENT_STREAM = 0x9A1E, 0xA06E
 AUGMENTATIONS = ("hflip", "brightness", "contrast", "saturation", "same_for_pair")
 
 
+SPLITS = ("all", "train", "val")
+
+
+def identity_split(groups: np.ndarray, chosen: np.ndarray, split: str, val_identities: int, where: str) -> np.ndarray:
+    """`chosen` (bool per crop) narrowed to a split by identity: the last `val_identities` groups (sorted) of the
+    chosen crops are `val`, the others `train`; `all` keeps everything."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if split == "all":
+        return chosen
+    if val_identities < 1:
+        raise ValueError(f"split={split!r} needs val_identities >= 1, got {val_identities}")
+    remaining = np.unique(groups[chosen])
+    if val_identities >= len(remaining):
+        raise ValueError(f"val_identities={val_identities} leaves no training identities ({len(remaining)} in {where})")
+    held_out = remaining[len(remaining) - val_identities:]
+    return chosen & (np.isin(groups, held_out) == (split == "val"))
+
+
 class FacePairs(Dataset):
     """Base of the real-face pair datasets. A subclass passes one identity label per stored crop (-1:
     unknown, e.g. FFHQ: then each crop is its own identity) and implements `read(indices)`.
@@ -180,3 +199,48 @@ def augment_pairs(batch: dict[str, torch.Tensor], augment: Mapping[str, float], 
             rgb = (rgb - gray) * factors[2].view(b, 1, 1, 1) + gray
             x = rgb.clamp(0, 1) * 2 - 1
         batch[side] = x
+
+
+class MixedPairs(Dataset):
+    """Several pair datasets served as one (FaceShifter's CelebA-HQ + FFHQ + VGGFace2): pair k comes from the
+    part holding position k % len, with that part's own pair sampling (new pairs every epoch where the part
+    draws them by key); each batch is read with one `__getitems__` call per part. Batches keep the keys all
+    parts have."""
+
+    def __init__(self, datasets: list[Dataset]) -> None:
+        if not datasets:
+            raise ValueError("MixedPairs needs at least one dataset")
+        self.parts = list(datasets)
+        templates = {getattr(getattr(d, "template", None), "name", None) for d in self.parts}
+        sizes = {getattr(d, "resolution", None) for d in self.parts}
+        if len(templates) > 1 or len(sizes) > 1:
+            raise ValueError(f"mixed datasets must serve one template and resolution, got {templates} / {sizes}")
+        self.template, self.resolution = self.parts[0].template, self.parts[0].resolution
+        self.ends = torch.tensor([len(d) for d in self.parts]).cumsum(0)
+        self.pairs_vary_by_epoch = any(getattr(d, "pairs_vary_by_epoch", False) for d in self.parts)
+
+    def __len__(self) -> int:
+        return int(self.ends[-1])
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        keys = torch.as_tensor(indices, dtype=torch.long)
+        epoch, position = keys // len(self), keys % len(self)
+        part = torch.searchsorted(self.ends, position, right=True)
+        starts = torch.cat([self.ends.new_zeros(1), self.ends[:-1]])
+        batches, rows = [], []
+        for p in part.unique().tolist():
+            chosen = (part == p).nonzero()[:, 0]
+            dataset = self.parts[p]
+            local = position[chosen] - starts[p]
+            if getattr(dataset, "pairs_vary_by_epoch", False):
+                local = local + epoch[chosen] * len(dataset)
+            batches.append(dataset.__getitems__(local.tolist()))
+            rows.append(chosen)
+        common = set.intersection(*(set(b) for b in batches))
+        order = torch.argsort(torch.cat(rows))
+        batch = {k: torch.cat([b[k] for b in batches])[order] for k in batches[0] if k in common}
+        batch["index"] = keys
+        return batch
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
