@@ -75,8 +75,42 @@ def test_lighting_options_compose_and_instantiate(group, option, tmp_path):
     assert features.shape == (2, 8) and torch.isfinite(features).all()
 
 
-@pytest.mark.parametrize(("group", "option"), [o for o in OPTIONS if o not in LIGHTING],
-                         ids=[f"{g}={o}" for g, o in OPTIONS if (g, o) not in LIGHTING])
+HIFIFACE = {("model", "hififace"), ("loss", "hififace"), ("experiment", "hififace_256"),
+            ("experiment", "hififace_512")}  # TINY's discriminator options are FaceShifter's
+HIFIFACE_TINY = [o for o in TINY if not o.startswith("model.discriminator.num_layers")] + [
+    "model=hififace", "experts=random", "experts.face3d.input_size=32", "experts.parsing.input_size=32"]
+
+
+@pytest.mark.parametrize(("group", "option"), sorted(HIFIFACE), ids=[f"{g}={o}" for g, o in sorted(HIFIFACE)])
+def test_hififace_options_compose_and_instantiate(group, option, tmp_path):
+    overrides = [f"{group}={option}", *HIFIFACE_TINY]
+    if group == "experiment" and not torch.cuda.is_available():
+        overrides.append("trainer.accelerator=cpu")
+    objects = instantiate_everything(compose_config("train", tmp_path, overrides))
+    assert objects["model"].experts is objects["experts"]
+    assert sorted(objects["experts"].describe()) == ["face3d", "identity", "lpips", "parsing"]
+    batch = objects["datamodule"].train_set.__getitems__([0, 1])
+    out = objects["model"](batch["source"], batch["target"])
+    assert out.swap.shape == (2, 3, 32, 32) and out.extras["low"].shape == (2, 3, 8, 8)
+    if group == "experiment":  # the paper's settings, before the tiny overrides
+        side = int(option.split("_")[1])
+        cfg = compose_config("train", tmp_path / "paper", [f"experiment={option}"])
+        assert cfg.data.resolution == side and cfg.data.train.same_identity_rate == 0.5
+        assert cfg.model.generator.base_channels == 64 and cfg.model.generator.max_channels == 512
+        assert cfg.model.generator.refine_blocks == (1 if side == 256 else 2)
+        assert cfg.model.discriminator.base_channels == 2**14 // side
+        assert cfg.model.optimizer_g.lr == 1e-4 and list(cfg.model.optimizer_g.betas) == [0.0, 0.99]
+        assert dict(cfg.model.loss_weights) == {"adv": 1.0, "shape": 0.5, "id": 5.0, "rec": 20.0, "cyc": 1.0,
+                                                "lpips": 5.0, "seg": 100.0, "gp": 1.0}
+        assert cfg.experts.face3d.weights == "pretrained" and cfg.experts.face3d.bfm == "pretrained"
+
+
+# real-face datasets read files: test_datasets.py writes tiny trees and trains a step on each of them
+REAL_DATA = {("data", p.stem) for p in (CONF / "data").glob("*.yaml")} - {("data", "synthetic")} - LIGHTING
+GENERIC = [o for o in OPTIONS if o not in LIGHTING | HIFIFACE | REAL_DATA]
+
+
+@pytest.mark.parametrize(("group", "option"), GENERIC, ids=[f"{g}={o}" for g, o in GENERIC])
 def test_option_composes_and_instantiates(group, option, tmp_path):
     overrides = [f"{group}={option}", *TINY]
     if group in ("trainer", "experiment") and not torch.cuda.is_available():

@@ -52,3 +52,14 @@ class AdversarialLoss(nn.Module):
                 real_terms.append(F.softplus(-r).mean())
                 fake_terms.append(F.softplus(f).mean())
         return {"real": torch.stack(real_terms).mean(), "fake": torch.stack(fake_terms).mean()}
+
+
+def r1_penalty(real_logits: Logits, real_images: torch.Tensor) -> torch.Tensor:
+    """R1 gradient penalty (Mescheder et al. 2018; StarGAN v2): 0.5 * E ||d D(x) / d x||^2 on real images.
+
+    `real_images` must require grad and `real_logits` be computed from them; the graph is kept so that the
+    penalty itself can be back-propagated into D.
+    """
+    total = sum(r.sum() for r in _as_list(real_logits))
+    (grad,) = torch.autograd.grad(total, real_images, create_graph=True)
+    return 0.5 * grad.square().flatten(1).sum(1).mean()

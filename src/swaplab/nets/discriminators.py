@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from swaplab.nets.resblocks import ResBlock
+
 
 class PatchDiscriminator(nn.Module):
     """pix2pix/pix2pixHD PatchGAN: strided 4x4 convs to a map of real/fake logits."""
@@ -56,3 +58,33 @@ class MultiScaleDiscriminator(nn.Module):
                 x = F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
             logits.append(disc(x))
         return logits
+
+
+class ResNetDiscriminator(nn.Module):
+    """StarGAN-v2-style discriminator (HifiFace): conv3x3, down-sampling residual blocks without normalization
+    to 4x4, LeakyReLU, conv4x4 to 1x1, LeakyReLU, 1x1 conv to one real/fake logit per image (B x 1)."""
+
+    def __init__(
+        self,
+        resolution: int = 256,  # input side (power of two >= 8); log2(resolution) - 2 down blocks
+        base_channels: int = 64,  # width of the first conv; doubles per block (StarGAN v2: 2**14 // resolution)
+        max_channels: int = 512,  # width cap
+        in_channels: int = 3,  # image channels
+    ) -> None:
+        super().__init__()
+        if resolution < 8 or resolution & (resolution - 1):
+            raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
+        self.resolution = resolution
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, base_channels, 3, 1, 1)]
+        ch = base_channels
+        for _ in range(resolution.bit_length() - 3):  # log2(resolution) - 2 halvings: down to 4x4
+            out = min(ch * 2, max_channels)
+            layers.append(ResBlock(ch, out, resample="down", norm="none"))
+            ch = out
+        layers += [nn.LeakyReLU(0.2), nn.Conv2d(ch, ch, 4, 1, 0), nn.LeakyReLU(0.2), nn.Conv2d(ch, 1, 1)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
+            raise ValueError(f"ResNetDiscriminator built for {self.resolution}px, got {tuple(x.shape)}")
+        return self.model(x).flatten(1)
