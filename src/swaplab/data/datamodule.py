@@ -80,6 +80,10 @@ class SwapDataModule(pl.LightningDataModule):
         sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world,
                                    offset_by_epoch=shuffle and getattr(dataset, "pairs_vary_by_epoch", False))
         workers = self.num_workers
+        if workers:
+            from swaplab.data.inputs import fork_safe_opencv
+
+            fork_safe_opencv()  # the datasets decode and warp with OpenCV in the workers
         return DataLoader(
             dataset,
             batch_size=self.per_device(global_batch),

@@ -118,11 +118,18 @@ def _keep(sample: Any) -> Any:
 
 
 def _worker_init(_: int) -> None:
-    cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
 
+def fork_safe_opencv() -> None:
+    """Stop OpenCV's thread pool before DataLoader workers fork: a forked child inherits the pool's locks but
+    not its threads, and its first pool call (even cv2.setNumThreads) can then wait forever."""
+    cv2.setNumThreads(1)
+
+
 def loader(dataset: Dataset, workers: int) -> DataLoader:
+    if workers:
+        fork_safe_opencv()
     return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_keep,
                       worker_init_fn=_worker_init if workers else None)
 
