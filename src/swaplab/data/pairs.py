@@ -134,26 +134,18 @@ class FacePairs(Dataset):
         template (one batched resize or warp), labels alike with nearest sampling."""
         x = images.permute(0, 3, 1, 2).float()
         same_template = self.stored_template.name == self.template.name
-        if same_template and x.shape[-1] == self.resolution:
-            pass
-        elif same_template:
+        if same_template and x.shape[-1] != self.resolution:
             x = F.interpolate(x, size=(self.resolution,) * 2, mode="bilinear", align_corners=False,
                               antialias=x.shape[-1] > self.resolution)
-        else:
+        elif not same_template:
             x = convert_crops(x, self.stored_template.at(x.shape[-1]), self.template)
         if labels is not None:
             y = labels[:, None].float()
             if same_template:
                 y = F.interpolate(y, size=(self.resolution,) * 2, mode="nearest")
             else:
-                import kornia
-
-                from swaplab.data.templates import conversion_matrix
-
-                m = conversion_matrix(self.stored_template.at(y.shape[-1]), self.template)
-                m = torch.as_tensor(m, dtype=y.dtype).expand(len(y), 2, 3)
-                y = kornia.geometry.transform.warp_affine(y, m, (self.resolution,) * 2, mode="nearest",
-                                                          padding_mode="zeros", align_corners=True)
+                y = convert_crops(y, self.stored_template.at(y.shape[-1]), self.template, padding_mode="zeros",
+                                  mode="nearest")
             labels = y[:, 0].round().long()
         return (x / 127.5 - 1).clamp(-1, 1), labels
 

@@ -193,7 +193,8 @@ def conversion_matrix(source: str | Template, target: str | Template,
 
 
 def convert_crops(crops: torch.Tensor, source: str | Template, target: str | Template,
-                  landmarks: np.ndarray | None = None, padding_mode: str = "reflection") -> torch.Tensor:
+                  landmarks: np.ndarray | None = None, padding_mode: str = "reflection",
+                  mode: str = "bilinear") -> torch.Tensor:
     """Re-crop B x C x H x W crops made with `source` (at H = W) into `target` crops at the target's size, in
     one batched warp on the crops' device. `source` / `target` may be Templates at any size."""
     import kornia
@@ -206,6 +207,6 @@ def convert_crops(crops: torch.Tensor, source: str | Template, target: str | Tem
     if work.dtype in (torch.float16, torch.bfloat16) and work.device.type == "cpu":
         work = work.float()
     m = torch.as_tensor(np.array(matrix), dtype=work.dtype, device=crops.device)
-    out = kornia.geometry.transform.warp_affine(work, m, (target.size, target.size), mode="bilinear",
+    out = kornia.geometry.transform.warp_affine(work, m, (target.size, target.size), mode=mode,
                                                 padding_mode=padding_mode, align_corners=True)
     return out.to(crops.dtype) if crops.is_floating_point() else out.round().clamp(0, 255).to(crops.dtype)
