@@ -107,7 +107,11 @@ def test_hififace_options_compose_and_instantiate(group, option, tmp_path):
 
 # real-face datasets read files: test_datasets.py writes tiny trees and trains a step on each of them
 REAL_DATA = {("data", p.stem) for p in (CONF / "data").glob("*.yaml")} - {("data", "synthetic")} - LIGHTING
-GENERIC = [o for o in OPTIONS if o not in LIGHTING | HIFIFACE | REAL_DATA]
+# each of these methods composes, instantiates and trains its own options in its own test file
+OWN_TESTS = {(g, o) for g, o in OPTIONS if g in ("model", "loss", "experiment")
+             and o.startswith(("fsgan", "fast_faceswap", "faceshifter_hear"))}
+OWN_TESTS |= {(g, o) for g, o in OPTIONS if g == "evaluation" and o != "none"}  # test_evaluation.py
+GENERIC = [o for o in OPTIONS if o not in LIGHTING | HIFIFACE | REAL_DATA | OWN_TESTS]
 
 
 @pytest.mark.parametrize(("group", "option"), GENERIC, ids=[f"{g}={o}" for g, o in GENERIC])
