@@ -110,6 +110,7 @@ REAL_DATA = {("data", p.stem) for p in (CONF / "data").glob("*.yaml")} - {("data
 # each of these methods composes, instantiates and trains its own options in its own test file
 OWN_TESTS = {(g, o) for g, o in OPTIONS if g in ("model", "loss", "experiment")
              and o.startswith(("fsgan", "fast_faceswap", "faceshifter_hear"))}
+OWN_TESTS |= {(g, o) for g, o in OPTIONS if g == "data" and o.startswith(("fsgan", "fast_faceswap"))}
 OWN_TESTS |= {(g, o) for g, o in OPTIONS if g == "evaluation" and o != "none"}  # test_evaluation.py
 GENERIC = [o for o in OPTIONS if o not in LIGHTING | HIFIFACE | REAL_DATA | OWN_TESTS]
 
