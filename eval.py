@@ -1,4 +1,4 @@
-"""Evaluate checkpoints:  python eval.py ckpt=<path> | ckpt=[a.ckpt,b.ckpt] [data=...]"""
+"""Evaluate checkpoints:  python eval.py ckpt=<path> | ckpt=[a.ckpt,b.ckpt] evaluation=ffpp|synthetic"""
 
 import hydra
 from omegaconf import DictConfig

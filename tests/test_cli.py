@@ -93,10 +93,11 @@ def test_ddp_on_two_cpu_processes_shards_the_data(tmp_path):
 
 def test_eval_and_swap_on_a_trained_checkpoint(default_run, tmp_path):
     ckpt = default_run / "checkpoints" / "last.ckpt"
-    run_cli("eval.py", f"ckpt=[{ckpt},{ckpt}]", f"hydra.run.dir={tmp_path / 'eval'}")
-    results = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert list(results) == [str(ckpt)]
-    assert results[str(ckpt)]["model"] == "FaceShifter" and np.isfinite(results[str(ckpt)]["val/g/id"])
+    run_cli("eval.py", f"ckpt=[{ckpt},{ckpt}]", "evaluation.max_pairs=20", f"hydra.run.dir={tmp_path / 'eval'}")
+    summary = json.loads((tmp_path / "eval" / "results" / "synthetic" / "summary.json").read_text())
+    (result,) = summary["checkpoints"]  # the same path twice is evaluated once
+    assert result["path"] == str(ckpt) and result["model"] == "FaceShifter" and result["num_examples"] == 20
+    assert np.isfinite(result["metrics"]["id_retrieval"]) and np.isfinite(result["metrics"]["pose_error"])
 
     faces = tmp_path / "faces"
     faces.mkdir()
@@ -106,7 +107,7 @@ def test_eval_and_swap_on_a_trained_checkpoint(default_run, tmp_path):
     (faces / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     out = tmp_path / "swaps"
     run_cli("swap.py", f"ckpt={ckpt}", f"source={faces / 'a.png'}", f"target={faces}", f"output={out}",
-            f"hydra.run.dir={tmp_path / 'swap'}")
+            "aligned=true", f"hydra.run.dir={tmp_path / 'swap'}")  # full photos: test_swap_pipeline.py
     summary = json.loads((out / "summary.json").read_text())
     assert summary["written"] == 2 and sum(summary["skipped"].values()) == 1
     assert Image.open(out / "b_swap.png").size == (32, 32)

@@ -11,8 +11,8 @@ from helpers import TINY, compose_config
 from swaplab.experts import MissingWeightsError, MTCNNDetector, align_faces
 from swaplab.models.loading import build_experts
 
-ROLES = ["identity", "identity_eval", "detector", "landmarks", "parsing", "face3d", "pose", "perceptual", "lpips",
-         "lighting"]
+ROLES = ["identity", "identity_eval", "detector", "landmarks", "parsing", "face3d", "pose", "perceptual",
+         "perceptual_attr", "lpips", "lighting"]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_offline_set_builds_every_role_and_records_random_weights(tmp_path, alig
     info = experts.describe()
     for role in ("identity_eval", "detector", "landmarks"):  # shipped with pip packages
         assert "site-packages" in info[role]["weights"], (role, info[role])
-    for role in ("identity", "parsing", "face3d", "perceptual", "lighting"):
+    for role in ("identity", "parsing", "face3d", "perceptual", "perceptual_attr", "lighting"):
         assert info[role]["weights"] == "random", (role, info[role])
     assert "lin=" in info["lpips"]["weights"] and "backbone=RANDOM" in info["lpips"]["weights"]
 

@@ -16,6 +16,7 @@ from swaplab.experts.dlib_models import (
 from swaplab.experts.face3d import FaceReconstructor, ReconNet
 from swaplab.experts.facenet import FACENET_CROP
 from swaplab.experts.head_pose import HeadPose, Hopenet, angles_from_logits
+from swaplab.experts.inception import FIDInceptionV3, InceptionFeatures
 from swaplab.experts.irse import IRSE
 from swaplab.experts.lighting import LightingFeatures, LightingNet
 from swaplab.experts.parsing import CELEBAMASK_CLASSES, DEFAULT_GROUPS, BiSeNet, FaceParser
@@ -50,5 +51,5 @@ __all__ = [
     "BiSeNet", "Experts", "FaceParser", "FrozenExpert", "HeadPose", "Hopenet", "IResNet", "IdentityEncoder",
     "MissingWeightsError", "UnsafeCheckpointError", "VGGFeatures", "VGGNet", "WeightEntry", "angles_from_logits",
     "crop_box", "imagenet_normalize", "load_pretrained", "load_tensors", "register_weights", "resolve_weights",
-    "vgg_layer_names", "weights_report",
+    "vgg_layer_names", "weights_report", "FIDInceptionV3", "InceptionFeatures",
 ]

@@ -49,6 +49,7 @@ class SwapGAN(pl.LightningModule):
     generator_terms: tuple[str, ...] = ()  # weighted generator loss terms (names in loss_weights)
     discriminator_terms: tuple[str, ...] = ()  # weighted D terms beyond real/fake (e.g. "gp")
     required_experts: tuple[str, ...] = ()
+    uses_source: bool = True  # False: the identity lives in the weights (Fast Face-swap); inference needs no source
 
     def __init__(
         self,
@@ -68,6 +69,9 @@ class SwapGAN(pl.LightningModule):
         experts.require(*self.required_experts)
         if discriminator is not None and optimizer_d is None:
             raise ValueError("a discriminator needs optimizer_d")
+        if discriminator is None and self.discriminator_terms:
+            raise ValueError(f"{type(self).__name__} has discriminator terms {self.discriminator_terms} "
+                             "but no discriminator")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1) or null, got {ema_decay}")
         self.generator = generator
@@ -76,8 +80,10 @@ class SwapGAN(pl.LightningModule):
         weights = dict(loss_weights)
         WeightedSum(weights, self.generator_terms + self.discriminator_terms, type(self).__name__)  # validate
         self.g_loss = WeightedSum({k: weights[k] for k in self.generator_terms}, self.generator_terms, "generator")
-        d_weights = {"real": 1.0, "fake": 1.0, **{k: weights[k] for k in self.discriminator_terms}}
-        self.d_loss = WeightedSum(d_weights, d_weights, "discriminator")
+        self.d_loss: WeightedSum | None = None  # generator-only methods (discriminator=None) have no D loss
+        if discriminator is not None:
+            d_weights = {"real": 1.0, "fake": 1.0, **{k: weights[k] for k in self.discriminator_terms}}
+            self.d_loss = WeightedSum(d_weights, d_weights, "discriminator")
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         self.scheduler_g, self.scheduler_d = scheduler_g, scheduler_d
         self.ema_decay = ema_decay
@@ -93,6 +99,7 @@ class SwapGAN(pl.LightningModule):
         raise NotImplementedError
 
     def discriminator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:
+        """Only called when the method has a discriminator."""
         raise NotImplementedError
 
     # ---- inference ----------------------------------------------------------------------------

@@ -39,6 +39,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     model, experts = build_model(cfg)
     callbacks = instantiate_map(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_map(cfg.get("logger"), "logger")
+    if not loggers:  # logger=none: the learning-rate monitor would refuse to start
+        dropped = [c for c in callbacks if isinstance(c, pl.callbacks.LearningRateMonitor)]
+        callbacks = [c for c in callbacks if c not in dropped]
+        if dropped:
+            log.info("logger=none: learning rates are not monitored (lr_monitor dropped)")
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()], _convert_="all"
     )

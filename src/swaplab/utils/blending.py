@@ -28,14 +28,16 @@ def clone_center(mask: np.ndarray) -> tuple[int, int] | None:
 
 
 def seamless_clone_uint8(source: np.ndarray, target: np.ndarray, mask: np.ndarray, mode: str = "normal") -> np.ndarray:
-    """One image: H x W x 3 uint8 source/target, H x W uint8/bool mask (nonzero = paste). An empty mask (or
-    one only on the image border, which Poisson blending cannot use) returns the target unchanged."""
+    """One image: H x W x 3 uint8 source/target, H x W uint8/bool mask (nonzero = paste). The mask's two outer
+    pixel rings are dropped (the solver needs a boundary inside the image; OpenCV 5 asserts otherwise); a mask
+    left empty or under 3 pixels high or wide (OpenCV asserts too) returns the target unchanged."""
     if mode not in CLONE_MODES:
         raise ValueError(f"clone mode must be one of {sorted(CLONE_MODES)}, got {mode!r}")
     mask = (np.asarray(mask) > 0).astype(np.uint8) * 255
-    mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = 0  # the solver needs a boundary inside the image
+    mask[:2, :] = mask[-2:, :] = mask[:, :2] = mask[:, -2:] = 0
     center = clone_center(mask)
-    if center is None:
+    ys, xs = np.nonzero(mask)
+    if center is None or np.ptp(ys) < 2 or np.ptp(xs) < 2:
         return target.copy()
     return cv2.seamlessClone(np.ascontiguousarray(source), np.ascontiguousarray(target), mask, center,
                              CLONE_MODES[mode])

@@ -1,0 +1,46 @@
+"""Shared by the benchmark scripts: the train config composed as `python train.py overrides...` would, and a
+description of the machine."""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+# 32x32 faces and networks of a few thousand weights: the --tiny mode of every benchmark (tests)
+TINY = ["data.resolution=32", "model.generator.base_channels=8", "model.generator.max_channels=32",
+        "model.discriminator.base_channels=8", "model.discriminator.max_channels=32",
+        "model.discriminator.num_layers=2", "experts.identity.widths=[8,16,32,32]", "experts.identity.input_size=32"]
+
+
+def train_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):  # resolve ${hydra:...} as a run from the repository root would
+        cfg.hydra.runtime.output_dir = tempfile.mkdtemp(prefix="swaplab_bench_")
+        cfg.hydra.runtime.cwd = str(CONF.parent)
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    return cfg
+
+
+def pick_device(name: str) -> torch.device:
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
+def machine(device: torch.device) -> dict:
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

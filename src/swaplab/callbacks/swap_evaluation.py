@@ -1,0 +1,133 @@
+"""Swap metrics during training: the metric registry on a fixed subset of the validation pairs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import WandbLogger
+
+from swaplab.data.datamodule import collate_swaps
+from swaplab.metrics import SwapMetrics, build_metrics, expert_lookup
+from swaplab.metrics.runner import evaluate_swaps
+from swaplab.utils.images import to_uint8
+
+log = logging.getLogger(__name__)
+
+
+def example_table(images: Mapping[str, torch.Tensor], scores: Mapping[str, torch.Tensor],
+                  rows: int) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows of an examples table: uint8 HxWx3 arrays for each image column (source, target, swap),
+    then one number per score column, for the first `rows` examples."""
+    columns = [*images, *scores]
+    n = min([rows, *(len(v) for v in images.values()), *(len(v) for v in scores.values())])
+    pictures = {k: to_uint8(v[:n]).cpu().numpy() for k, v in images.items()}
+    data = [[*(pictures[k][i] for k in images), *(float(v[i]) for v in scores.values())] for i in range(n)]
+    return columns, data
+
+
+class SwapEvaluation(pl.Callback):
+    """Every `every_n_steps` generator iterations: swaps the first `num_samples` validation pairs (each process
+    its share), updates the metrics (synced across processes), logs `<prefix>/<metric>` to every logger and
+    to `trainer.callback_metrics` (so ModelCheckpoint / sweepers can monitor e.g. `val/id_retrieval`), and a
+    W&B table of `table_rows` example swaps with their per-example scores. With `full_at_end`, the whole
+    validation set is evaluated when training ends and logged as `test/<metric>`.
+
+    The metrics' expert roles are taken from the model's experts; roles the model does not use are built
+    once from the run's experts config (`model.run_config`), or list them in `experts_extra`."""
+
+    def __init__(self, metrics: Mapping[str, Mapping[str, Any] | None], every_n_steps: int = 200,
+                 num_samples: int = 64, batch_size: int = 16, table_rows: int = 8, full_at_end: bool = False,
+                 prefix: str = "val") -> None:
+        if every_n_steps < 1 or num_samples < 1 or batch_size < 1 or table_rows < 0:
+            raise ValueError("every_n_steps, num_samples and batch_size must be >= 1 and table_rows >= 0")
+        self.specs = {k: dict(v) if v is not None else None for k, v in metrics.items()}
+        build_metrics(self.specs)  # unknown metric names and bad options fail at construction
+        self.every_n_steps, self.num_samples, self.batch_size = every_n_steps, num_samples, batch_size
+        self.table_rows, self.full_at_end, self.prefix = table_rows, full_at_end, prefix
+        self.metrics: SwapMetrics | None = None
+        self._last_step = -1
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.metrics is not None:
+            return
+        experts = pl_module.experts
+        missing = [r for r in build_metrics(self.specs).roles() if r not in experts._modules]
+        containers = [experts]
+        if missing:
+            from omegaconf import OmegaConf
+
+            from swaplab.models.loading import build_experts
+
+            run_experts = getattr(pl_module, "run_config", {}).get("experts")
+            if not run_experts:
+                raise ValueError(f"SwapEvaluation needs experts {missing} that the model does not have and the "
+                                 "model has no run config to build them from: add them to experts_extra")
+            extra = build_experts(OmegaConf.create(run_experts), missing)
+            extra.set_input_template(getattr(pl_module, "run_config", {}).get("data", {}).get("template"))
+            self.__dict__["_extra_experts"] = extra  # not a checkpointed module
+            containers.append(extra)
+        self.metrics = build_metrics(self.specs, expert_lookup(*containers))
+
+    def _batches(self, dataset: Any, indices: Sequence[int]) -> Iterator[dict[str, torch.Tensor]]:
+        batched = getattr(dataset, "__getitems__", None)
+        for start in range(0, len(indices), self.batch_size):
+            chunk = list(indices[start:start + self.batch_size])
+            yield collate_swaps(batched(chunk) if batched else [dataset[i] for i in chunk])
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, count: int | None,
+                 prefix: str) -> dict[str, float]:
+        """Metrics over the first `count` validation pairs (None: all), logged under `prefix`."""
+        dataset = getattr(trainer.datamodule, "val_set", None) if trainer.datamodule is not None else None
+        if dataset is None or len(dataset) == 0:
+            raise ValueError("SwapEvaluation needs a validation set (data.val)")
+        indices = list(range(len(dataset) if count is None else min(count, len(dataset))))
+        indices = indices[trainer.global_rank::trainer.world_size]
+        device = pl_module.device
+        if "_extra_experts" in self.__dict__:
+            self._extra_experts.to(device)
+        self.metrics.to(device).reset()
+        evaluate_swaps(pl_module, self._batches(dataset, indices), self.metrics, device)
+        values = self.metrics.compute()  # collective under DDP: every process calls it
+        logged = {f"{prefix}/{k}": v for k, v in values.items()}
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in logged.items()})
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(logged, step=trainer.global_step)
+            self._log_table(trainer, pl_module, dataset, indices, prefix)
+        self._last_step = trainer.global_step
+        return logged
+
+    def _log_table(self, trainer: pl.Trainer, pl_module: pl.LightningModule, dataset: Any,
+                   indices: Sequence[int], prefix: str) -> None:
+        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not wandb_loggers or not self.table_rows:
+            return
+        import wandb
+
+        batch = next(self._batches(dataset, indices[: self.table_rows]))
+        source, target = batch["source"].to(pl_module.device), batch["target"].to(pl_module.device)
+        with torch.inference_mode():
+            was_training = pl_module.training
+            swap = pl_module.eval()(source, target).swap
+            pl_module.train(was_training)
+        scores = {k: v for k, v in self.metrics.per_example().items() if v.is_floating_point()}
+        columns, data = example_table({"source": source, "target": target, "swap": swap}, scores, self.table_rows)
+        data = [[wandb.Image(np.ascontiguousarray(c)) if isinstance(c, np.ndarray) else c for c in row]
+                for row in data]
+        for logger in wandb_loggers:
+            logger.log_table(key=f"{prefix}/swaps", columns=columns, data=data, step=trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every_n_steps == 0 and trainer.global_step != self._last_step:
+            self.evaluate(trainer, pl_module, self.num_samples, self.prefix)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.full_at_end:
+            self.evaluate(trainer, pl_module, None, "test")
+        elif trainer.global_step != self._last_step:
+            self.evaluate(trainer, pl_module, self.num_samples, self.prefix)

@@ -1,0 +1,147 @@
+"""FaceShifter (Li et al. 2019), stage 2: HEAR-Net trained on top of a frozen, trained AEI-Net.
+
+L = L_id + L_chg + L_rec (weights from conf/loss/faceshifter_hear.yaml): L_id = 1 - cos(z_id(Y), z_id(X_s)),
+L_chg = |Y - Y^_st|_1 (stay close to the AEI result), L_rec = 0.5 ||Y - X_t||^2 on pairs with X_s = X_t.
+Targets get random occluders in the training step (swaplab.data.occlusion), as in the public
+re-implementations, so that L_rec teaches HEAR-Net to put back what AEI-Net drops.
+
+The AEI-Net comes from a FaceShifter checkpoint (`aei_ckpt`); it is frozen (no gradient, eval mode, outside
+the optimizer) but its weights are saved in this module's checkpoints, which record the AEI-Net's config in
+place of the path: a HEAR checkpoint alone is enough for inference.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from swaplab.data.occlusion import RandomOccluders
+from swaplab.losses import IdentityLoss, ReconstructionLoss
+from swaplab.models.base import Batch, SwapGAN, SwapOutput
+from swaplab.models.faceshifter.hear_net import HEARNet
+from swaplab.models.faceshifter.module import FaceShifter
+from swaplab.models.loading import checkpoint_config
+from swaplab.utils.checkpoint_io import safe_torch_load
+
+HOW_TO_GET_AEI = ("train the AEI-Net first (python train.py experiment=faceshifter_paper, or model=faceshifter "
+                  "for the CPU demo) and pass its checkpoint, e.g. aei_ckpt=<run dir>/checkpoints/last.ckpt "
+                  "(model.aei_ckpt=... when not using experiment=faceshifter_hear)")
+
+
+def load_aei_generator(path: str | Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """The AEI-Net of a FaceShifter training checkpoint (its EMA weights when it has them), its config node and
+    the experts recorded with it."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"aei_ckpt={path} does not exist: {HOW_TO_GET_AEI}")
+    checkpoint = safe_torch_load(path)
+    cfg = checkpoint_config(checkpoint, path)
+    model_class = hydra.utils.get_class(cfg.model._target_)
+    if not issubclass(model_class, FaceShifter):
+        raise ValueError(f"aei_ckpt={path} is a {model_class.__name__} checkpoint, not an AEI-Net (FaceShifter) one: "
+                         f"{HOW_TO_GET_AEI}")
+    generator_cfg = dict(cfg.model.generator)
+    generator = hydra.utils.instantiate(generator_cfg, _convert_="all")
+    state = checkpoint["state_dict"]
+    prefix = "generator_ema." if any(k.startswith("generator_ema.") for k in state) else "generator."
+    generator.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+    return generator, generator_cfg, checkpoint["swaplab"].get("experts", {})
+
+
+class FaceShifterHEAR(SwapGAN):
+    """HEAR-Net refinement of a frozen AEI-Net; `forward(source, target)` returns the refined swap with the
+    AEI result in `extras["aei"]`, or the AEI result itself when `refine` is False."""
+
+    generator_terms = ("id", "chg", "rec")
+    required_experts = ("identity",)
+
+    def __init__(
+        self,
+        generator: HEARNet,                            # the trained refinement network
+        aei_ckpt: str | None = None,                   # FaceShifter checkpoint to refine (training)
+        aei_generator: nn.Module | None = None,        # AEI-Net built from the config HEAR checkpoints record
+        occlusion: RandomOccluders | None = None,      # occluders pasted onto training targets (None: off)
+        refine: bool = True,                           # False: forward returns the AEI-Net result
+        reconstruction: str = "half_l2",               # L_rec kind (ReconstructionLoss)
+        **base_kwargs,
+    ) -> None:
+        super().__init__(generator=generator, discriminator=None, **base_kwargs)
+        self.aei_ckpt = aei_ckpt if aei_ckpt not in ("", "???") else None
+        self._aei_config: dict[str, Any] | None = None  # recorded in checkpoints when loaded from aei_ckpt
+        if self.aei_ckpt is not None:
+            aei_generator, self._aei_config, aei_experts = load_aei_generator(self.aei_ckpt)
+            self._check_identity_expert(aei_experts, self.aei_ckpt)
+        elif aei_generator is None:
+            raise ValueError(f"FaceShifterHEAR needs a trained AEI-Net and aei_ckpt is not set: {HOW_TO_GET_AEI}")
+        # Rebuilt from a HEAR checkpoint's config otherwise: its weights come with the HEAR state dict.
+        self.aei = aei_generator.requires_grad_(False).eval()
+        self.occlusion = occlusion
+        self.refine = refine
+        self.identity_loss = IdentityLoss()
+        self.reconstruction_loss = ReconstructionLoss(reconstruction)
+
+    def _check_identity_expert(self, recorded: Mapping[str, Any], path: str) -> None:
+        """AEI-Net is conditioned on z_id: the identity network must be the one it was trained with."""
+        trained_with, here = recorded.get("identity"), self.experts.describe().get("identity")
+        if trained_with and here and (trained_with["name"], trained_with["params"]) != (here["name"], here["params"]):
+            raise ValueError(f"aei_ckpt={path} was trained with identity expert {trained_with}, this run builds "
+                             f"{here}: use the experts config of the AEI-Net run")
+
+    def train(self, mode: bool = True) -> FaceShifterHEAR:
+        super().train(mode)
+        self.aei.eval()  # frozen: BatchNorm statistics of the attribute encoder must not move
+        return self
+
+    # ---- the swap -------------------------------------------------------------------------------
+    def generate(self, source: torch.Tensor, target: torch.Tensor, generator: nn.Module) -> SwapOutput:
+        n = target.shape[0]
+        with torch.no_grad():
+            z_id = self.experts.identity(torch.cat([source, target]))
+            # One AEI pass for the swap Y^_st = AEI(X_t, z_id(X_s)) and the self-swap AEI(X_t, z_id(X_t)).
+            both, _ = self.aei(torch.cat([target, target]), z_id)
+        aei_swap, self_swap = both[:n], both[n:]
+        heuristic_error = target - self_swap
+        extras = {"aei": aei_swap, "heuristic_error": heuristic_error, "z_id": z_id[:n]}
+        if not self.refine:
+            return SwapOutput(aei_swap, extras)
+        return SwapOutput(generator(aei_swap, heuristic_error), extras)
+
+    def generator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:
+        return {
+            "id": self.identity_loss(self.experts.identity(out.swap), out.extras["z_id"]),
+            "chg": F.l1_loss(out.swap, out.extras["aei"]),
+            "rec": self.reconstruction_loss(out.swap, batch["target"], where=batch["same"]),
+        }
+
+    def occlude(self, batch: Batch) -> Batch:
+        """The batch with occluders pasted onto the targets (sources stay clean: z_id(X_s) is the identity to
+        keep, and for X_s = X_t pairs the occluded X_t is exactly what L_rec should reproduce)."""
+        if self.occlusion is None:
+            return batch
+        target, mask = self.occlusion(batch["target"])
+        return {**batch, "target": target, "occluder_mask": mask}
+
+    # ---- training -------------------------------------------------------------------------------
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        if not self.refine:
+            raise ValueError("refine=False is an inference switch (AEI-Net output only); HEAR-Net trains with refine")
+        super().training_step(self.occlude(batch), batch_idx)
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {**super().parameter_counts(), "params/aei_frozen": sum(p.numel() for p in self.aei.parameters())}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        meta = checkpoint["swaplab"]
+        meta["config"] = config = copy.deepcopy(meta["config"])
+        if "model" in config:  # rebuild the AEI-Net from its config; its weights are in the state dict
+            config["model"]["aei_ckpt"] = None
+            if self._aei_config is not None:
+                config["model"]["aei_generator"] = self._aei_config
+        meta["aei_ckpt"] = str(self.aei_ckpt) if self.aei_ckpt else None

@@ -1,0 +1,261 @@
+"""FSGAN (Nirkin et al. ICCV 2019): subject-agnostic reenactment (Gr), segmentation (Gs), inpainting (Gc) and
+blending (Gb), trained one stage at a time in the order segmentation -> reenactment -> inpainting -> blending.
+
+`stage` picks the generator that trains; the earlier stages' generators come from `init_ckpt` (the previous
+stage's checkpoint) and stay frozen, so the last stage's checkpoint holds the whole pipeline. Terms (weights in
+conf/loss/fsgan.yaml, one flat map for all stages; official: rec = 0.1 pix + 0.5 id + 0.5 attr, seg 0.1,
+adv 0.001 with LSGAN and a multi-scale PatchGAN):
+  segmentation: seg_ce = cross-entropy of Gs(x) against the 3-class labels of source and target.
+  reenactment:  the landmarks and Euler angles are interpolated from source to target over the steps; each step
+                re-renders the previous output under that step's landmark heatmaps; reenact_pix / _id / _attr =
+                L1 / VGGFace2-VGG / CelebA-VGG distance to the target averaged over every step, on same-identity
+                pairs; reenact_seg = cross-entropy of Gr's segmentation; reenact_adv on the last step.
+  inpainting:   Gc fills the reenacted face (random holes cut in training) inside the target's face mask;
+                inpaint_* against the target's own face (same-identity pairs); the D sees that face as real.
+  blending:     Gb blends the inpainted face transferred into the target; blend_* against the Poisson blending
+                (cv2.seamlessClone NORMAL_CLONE) of that transfer into the target, on every pair.
+Landmarks, poses and segmentation labels: the batch's ground truth `<side>_landmarks` / `<side>_pose` /
+`<side>_mask` when the batch has them (data=synthetic); else the `landmarks` (dlib 68), `pose` (Hopenet) experts,
+and for labels Gs (the parser expert for Gs's own training labels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from swaplab.experts import VGG_LOSS_WEIGHTS
+from swaplab.losses import AdversarialLoss, masked_mean
+from swaplab.models.base import Batch, SwapGAN, SwapOutput
+from swaplab.models.fsgan.heatmaps import interpolate_views, landmark_heatmaps
+from swaplab.models.fsgan.pipeline import (
+    STAGES,
+    FSGANGenerators,
+    dlib_landmarks,
+    face_mask,
+    half_resolution,
+    random_holes,
+    transfer,
+)
+from swaplab.utils.blending import seamless_clone
+
+log = logging.getLogger(__name__)
+
+
+def _optimize_only(optimizer: Callable[..., torch.optim.Optimizer], module: nn.Module, _params: Any
+                   ) -> torch.optim.Optimizer:
+    """The generator optimizer over the training stage's network alone (the frozen ones have no state)."""
+    return optimizer(module.parameters())
+
+
+STAGE_PREFIX = {"segmentation": "seg_", "reenactment": "reenact_", "inpainting": "inpaint_", "blending": "blend_"}
+
+
+class FSGAN(SwapGAN):
+    generator_terms = ("seg_ce", "reenact_pix", "reenact_id", "reenact_attr", "reenact_seg", "reenact_adv",
+                       "inpaint_pix", "inpaint_id", "inpaint_attr", "inpaint_adv",
+                       "blend_pix", "blend_id", "blend_attr", "blend_adv")
+    required_experts = ("landmarks", "pose", "parsing", "perceptual", "perceptual_attr")
+
+    def __init__(
+        self,
+        generator: FSGANGenerators,
+        discriminator: nn.Module | None,
+        stage: str = "reenactment",          # the generator that trains: segmentation, reenactment, inpainting, blending
+        init_ckpt: str | None = None,        # checkpoint of the previous stage: the frozen earlier generators
+        num_steps: int = 2,                  # reenactment steps from the source's view to the target's
+        max_step_angle: float | None = None,  # if set: ceil(largest angle change / this) steps, at most num_steps
+        heatmap_sigma: float = 2.0,          # landmark Gaussian std in pixels of a 256 crop (scaled with the side)
+        progressive_steps: int = 0,          # first steps at half resolution, global U-Net only (128 -> 256)
+        **base_kwargs: Any,
+    ) -> None:
+        if stage not in STAGES:
+            raise ValueError(f"FSGAN stage must be one of {STAGES}, got {stage!r}")
+        if num_steps < 1 or heatmap_sigma <= 0 or progressive_steps < 0:
+            raise ValueError(f"need num_steps >= 1, heatmap_sigma > 0, progressive_steps >= 0; got {num_steps}, "
+                             f"{heatmap_sigma}, {progressive_steps}")
+        if max_step_angle is not None and max_step_angle <= 0:
+            raise ValueError(f"max_step_angle must be > 0 or null, got {max_step_angle}")
+        super().__init__(generator=generator, discriminator=None if stage == "segmentation" else discriminator,
+                         **base_kwargs)
+        self.stage, self.num_steps, self.max_step_angle = stage, num_steps, max_step_angle
+        self.heatmap_sigma, self.progressive_steps = heatmap_sigma, progressive_steps
+        earlier = STAGES[: STAGES.index(stage)]
+        if init_ckpt:
+            generator.load_stages(init_ckpt, earlier)
+        elif earlier:
+            log.warning("FSGAN stage %s without model.init_ckpt: the frozen %s generators are RANDOM", stage, earlier)
+        for name in STAGES:
+            generator[name].requires_grad_(name == stage)
+        self.train(self.training)  # frozen generators in eval mode from the start (fit alone never calls train)
+        if self.generator_ema is not None:
+            self.generator_ema.load_state_dict(generator.state_dict())
+        self.optimizer_g = functools.partial(_optimize_only, self.optimizer_g, generator[stage])
+        self.adversarial = AdversarialLoss("lsgan")
+        self._step: dict[str, Any] = {}  # this step's batch and phase, set only inside training/validation_step
+
+    def train(self, mode: bool = True) -> FSGAN:
+        super().train(mode)
+        for net in (self.generator, self.generator_ema):
+            for name in STAGES:
+                if net is not None and name != self.stage:
+                    net[name].eval()  # frozen: BatchNorm keeps its trained statistics
+        return self
+
+    # ---- the batch's ground truth, else the experts ---------------------------------------------
+    @contextlib.contextmanager
+    def _using(self, batch: Batch, global_only: bool = False) -> Iterator[None]:
+        self._step = {"batch": batch, "global_only": global_only}
+        try:
+            yield
+        finally:
+            self._step = {}
+
+    def _ground_truth(self, images: torch.Tensor, key: str) -> torch.Tensor | None:
+        batch = self._step.get("batch") or {}
+        for side in ("source", "target"):
+            if batch.get(side) is images and f"{side}_{key}" in batch:
+                return batch[f"{side}_{key}"]
+        return None
+
+    def landmarks(self, images: torch.Tensor) -> torch.Tensor:
+        found = self._ground_truth(images, "landmarks")
+        return found.to(images.dtype) if found is not None else dlib_landmarks(self.experts.landmarks, images)
+
+    @torch.no_grad()
+    def pose(self, images: torch.Tensor) -> torch.Tensor:
+        found = self._ground_truth(images, "pose")
+        return found.to(images.dtype) if found is not None else self.experts.pose(images)
+
+    @torch.no_grad()
+    def labels(self, images: torch.Tensor, segmenter: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """B x H x W labels (background / face / hair): the batch's `*_mask`, else segmenter(images) arg-max."""
+        found = self._ground_truth(images, "mask")
+        return found.long() if found is not None else segmenter(images).argmax(1)
+
+    def parser_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.experts.parsing.group_masks(self.experts.parsing(images))
+
+    # ---- the stages ------------------------------------------------------------------------------
+    def _run(self, generator: FSGANGenerators, stage: str, x: torch.Tensor) -> torch.Tensor:
+        """One generator; a frozen one runs without a graph, the training one as the phase wants."""
+        if stage != self.stage or not torch.is_grad_enabled():
+            with torch.no_grad():
+                return generator[stage](x)
+        return generator[stage](x, global_only=True) if self._step.get("global_only") else generator[stage](x)
+
+    def steps_for(self, source_pose: torch.Tensor, target_pose: torch.Tensor) -> int:
+        if self.max_step_angle is None:
+            return self.num_steps
+        largest = float((target_pose - source_pose).abs().max()) if source_pose.numel() else 0.0
+        return max(1, min(self.num_steps, math.ceil(largest / self.max_step_angle)))
+
+    def reenact(self, generator: FSGANGenerators, source: torch.Tensor, target: torch.Tensor
+                ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Stepwise reenactment: (the image of every step, Gr's segmentation logits of the last, angle path)."""
+        source_pose, target_pose = self.pose(source), self.pose(target)
+        steps = self.steps_for(source_pose, target_pose)
+        points = interpolate_views(self.landmarks(source), self.landmarks(target), steps)
+        angles = interpolate_views(source_pose, target_pose, steps)
+        sigma = self.heatmap_sigma * source.shape[-1] / 256
+        image, images = source, []
+        for j in range(1, steps + 1):
+            out = self._run(generator, "reenactment", torch.cat([image, landmark_heatmaps(points[j], source.shape[-1],
+                                                                                          sigma)], dim=1))
+            image, seg_logits = out[:, :3], out[:, 3:]
+            images.append(image)
+        return images, seg_logits, angles
+
+    def generate(self, source: torch.Tensor, target: torch.Tensor, generator: nn.Module) -> SwapOutput:
+        """The pipeline up to this model's stage: Gs alone (no swap: returns the target), reenactment (the
+        reenacted source), inpainting (the completed face pasted by the target's face mask) or blending."""
+        if self.stage == "segmentation":
+            logits = self._run(generator, "segmentation", torch.cat([source, target]))
+            return SwapOutput(target, {"seg_logits": logits})
+        images, seg_logits, angles = self.reenact(generator, source, target)
+        extras: dict[str, Any] = {"steps": images, "seg_logits": seg_logits, "angles": angles}
+        if self.stage == "reenactment":
+            return SwapOutput(images[-1], extras | {"adv_fake": images[-1], "adv_real": target})
+        segment = generator.segmentation
+        reenacted = images[-1].detach()
+        reenacted_face = face_mask(self.labels(reenacted, segment))
+        target_face = face_mask(self.labels(target, segment))
+        if self.training and self.stage == "inpainting":
+            reenacted_face &= ~random_holes(reenacted_face)
+        holed = reenacted.masked_fill(~reenacted_face, -1.0)
+        inpainted = self._run(generator, "inpainting", torch.cat([holed, target_face.to(holed.dtype)], dim=1))
+        swapped = transfer(inpainted, target, target_face)
+        extras |= {"inpainted": inpainted, "target_face": target_face}
+        if self.stage == "inpainting":
+            real = target.masked_fill(~target_face, -1.0)
+            return SwapOutput(swapped, extras | {"adv_fake": inpainted, "adv_real": real, "inpainting_target": real})
+        swapped = swapped.detach()
+        blended = self._run(generator, "blending", torch.cat([swapped, target, target_face.to(target.dtype)], dim=1))
+        return SwapOutput(blended, extras | {"transfer": swapped, "adv_fake": blended, "adv_real": target})
+
+    # ---- losses ----------------------------------------------------------------------------------
+    def perceptual(self, images: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample FSGAN VGGLoss (level-weighted L1 of VGG maps) of the identity and the attribute VGG."""
+        distances = []
+        for expert in (self.experts.perceptual, self.experts.perceptual_attr):
+            with torch.no_grad():
+                wanted = expert(reference)
+            found = expert(images)
+            weights = VGG_LOSS_WEIGHTS[-len(found):]
+            distances.append(sum(w * (f - r).abs().flatten(1).mean(1) for w, f, r in zip(weights, found, wanted, strict=True)))
+        return distances[0], distances[1]
+
+    def reconstruction_terms(self, prefix: str, images: torch.Tensor, reference: torch.Tensor,
+                             where: torch.Tensor | None, repeats: int = 1) -> dict[str, torch.Tensor]:
+        """pix / id / attr of `images` (repeats x B stacked) against `reference` (B), averaged over repeats."""
+        reference_all = reference.repeat(repeats, 1, 1, 1)
+        pix = (images - reference_all).abs().flatten(1).mean(1)
+        identity, attribute = self.perceptual(images, reference_all)
+        terms = {"pix": pix, "id": identity, "attr": attribute}
+        out = {}
+        for name, per_sample in terms.items():
+            per_sample = per_sample.view(repeats, -1).mean(0)
+            out[prefix + name] = per_sample.mean() if where is None else masked_mean(per_sample, where)
+        return out
+
+    def generator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:
+        extras, target, same = out.extras, batch["target"], batch["same"]
+        if self.stage == "segmentation":
+            labels = self.labels(batch["source"], self.parser_logits), self.labels(target, self.parser_logits)
+            return {"seg_ce": F.cross_entropy(extras["seg_logits"], torch.cat(labels))}
+        prefix = STAGE_PREFIX[self.stage]
+        adv = {prefix + "adv": self.adversarial.generator(self.discriminator(extras["adv_fake"]))}
+        if self.stage == "reenactment":
+            steps = extras["steps"]
+            labels = self.labels(target, self.generator.segmentation)
+            seg = F.cross_entropy(extras["seg_logits"], labels, reduction="none").flatten(1).mean(1)
+            return self.reconstruction_terms(prefix, torch.cat(steps), target, same, len(steps)) | adv | {
+                "reenact_seg": masked_mean(seg, same)}
+        if self.stage == "inpainting":
+            return self.reconstruction_terms(prefix, extras["inpainted"], extras["inpainting_target"], same) | adv
+        poisson = seamless_clone(extras["transfer"], target, extras["target_face"].to(target.dtype))
+        return self.reconstruction_terms(prefix, out.swap, poisson, None) | adv
+
+    def discriminator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:
+        extras = out.extras
+        return self.adversarial.discriminator(self.discriminator(extras["adv_real"]),
+                                              self.discriminator(extras["adv_fake"]))
+
+    # ---- steps: the batch's ground truth reaches `generate` through `_using` -----------------------
+    def training_step(self, batch: Batch, batch_idx: int) -> None:
+        progressive = self.global_step < self.progressive_steps
+        batch = half_resolution(batch) if progressive else batch
+        with self._using(batch, global_only=progressive):
+            super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        with self._using(batch):
+            super().validation_step(batch, batch_idx)

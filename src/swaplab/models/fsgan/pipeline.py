@@ -1,0 +1,106 @@
+"""FSGAN's four generators in one module, and the batched tensor helpers of its stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from swaplab.nets.resunet import MultiScaleResUNet
+from swaplab.utils.checkpoint_io import safe_torch_load
+from swaplab.utils.images import to_uint8
+
+STAGES = ("segmentation", "reenactment", "inpainting", "blending")  # the training order
+NUM_LANDMARKS = 68
+BACKGROUND, FACE, HAIR = 0, 1, 2  # Gs classes (the synthetic `*_mask` and the parser's group labels agree)
+LANDMARK_BOX = (0.18, 0.32, 0.79, 0.93)  # dlib's face box in the canonical crop (as CropLandmarkPose)
+
+
+class FSGANGenerators(nn.Module):
+    """Gs, Gr, Gc, Gb by stage name. Each stage trains one of them; the others are loaded and frozen."""
+
+    def __init__(
+        self,
+        segmentation: nn.Module,             # Gs: RGB -> 3 class logits (background, face, hair); a U-Net
+        reenactment: MultiScaleResUNet,      # Gr: RGB + 68 heatmaps -> RGB + 3 segmentation logits
+        inpainting: MultiScaleResUNet,       # Gc: face with holes (RGB) + target face mask -> RGB
+        blending: MultiScaleResUNet,         # Gb: transferred face (RGB) + target (RGB) + mask -> RGB
+    ) -> None:
+        super().__init__()
+        expected = {"reenactment": (3 + NUM_LANDMARKS, 3), "inpainting": (4, 0), "blending": (7, 0)}
+        for name, net in (("reenactment", reenactment), ("inpainting", inpainting), ("blending", blending)):
+            if (net.in_channels, net.logit_channels) != expected[name] or net.out_channels != 3:
+                raise ValueError(f"the {name} generator must map {expected[name][0]} channels to 3 image channels "
+                                 f"+ {expected[name][1]} logits, got {net.in_channels} -> {net.out_channels} + "
+                                 f"{net.logit_channels}")
+        self.segmentation, self.reenactment = segmentation, reenactment
+        self.inpainting, self.blending = inpainting, blending
+
+    def __getitem__(self, stage: str) -> nn.Module:
+        return getattr(self, stage)
+
+    def load_stages(self, path: str | Path, stages: tuple[str, ...]) -> None:
+        """Load the networks of `stages` from a swaplab checkpoint (`generator.<stage>.*` keys, tensors only)."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"model.init_ckpt={path} does not exist: train the earlier FSGAN stages first "
+                                    f"({' -> '.join(STAGES)}) and pass the last one's checkpoint")
+        state = safe_torch_load(path)
+        state = state.get("state_dict", state)
+        for stage in stages:
+            prefix = f"generator.{stage}."
+            weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+            if not weights:
+                raise ValueError(f"model.init_ckpt={path} holds no '{prefix}*' weights: it is not an FSGAN checkpoint "
+                                 f"of a stage after '{stage}'")
+            self[stage].load_state_dict(weights)
+
+
+def face_mask(labels: torch.Tensor) -> torch.Tensor:
+    """B x H x W class labels -> B x 1 x H x W boolean face mask."""
+    return (labels == FACE).unsqueeze(1)
+
+
+def random_holes(faces: torch.Tensor, min_size: float = 0.1, max_size: float = 0.4) -> torch.Tensor:
+    """One random axis-aligned box per sample (sides in [min_size, max_size] of the image) over B x 1 x H x W
+    masks: the face regions Gc learns to fill (the official code cuts random hair-shaped holes)."""
+    b, _, h, w = faces.shape
+    u = torch.rand(b, 4, device=faces.device)
+    size = min_size + (max_size - min_size) * u[:, :2]
+    lo = u[:, 2:] * (1 - size)  # (x, y) of the box's corner, fractions
+    xs = (torch.arange(w, device=faces.device) + 0.5) / w
+    ys = (torch.arange(h, device=faces.device) + 0.5) / h
+    inside_x = (xs >= lo[:, :1]) & (xs < lo[:, :1] + size[:, :1])  # B x W
+    inside_y = (ys >= lo[:, 1:]) & (ys < lo[:, 1:] + size[:, 1:])  # B x H
+    return (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1)
+
+
+def transfer(face: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The face pasted into the target where `mask` (B x 1 x H x W, bool) is set."""
+    return torch.where(mask, face, target)
+
+
+def half_resolution(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A batch at half its side (the first phase of progressive training): images averaged over 2x2 pixels,
+    label maps subsampled, landmark pixel coordinates mapped to the smaller grid (pixel centres at i)."""
+    out = dict(batch)
+    for key, value in batch.items():
+        if key in ("source", "target"):
+            out[key] = F.avg_pool2d(value, 2)
+        elif key.endswith("_mask") and value.ndim == 3:
+            out[key] = value[:, ::2, ::2]
+        elif key.endswith("_landmarks"):
+            out[key] = (value + 0.5) / 2 - 0.5
+    return out
+
+
+@torch.no_grad()
+def dlib_landmarks(expert: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """B x 68 x 2 pixel landmarks of canonical crops from the dlib `landmarks` expert with a fixed face box
+    (dlib is a per-image C++ API: this loops over the batch on the CPU)."""
+    frames = to_uint8(images).cpu().numpy()
+    box = np.asarray([LANDMARK_BOX], np.float32) * images.shape[-1]
+    points = np.stack([expert(np.ascontiguousarray(frame), box)[0] for frame in frames])
+    return torch.from_numpy(points).to(images.device, images.dtype)

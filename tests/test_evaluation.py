@@ -1,0 +1,175 @@
+"""Evaluation end to end: the SwapEvaluation callback during training (val/id_retrieval monitored), the FF++
+protocol on a miniature FF++ tree, `python eval.py` on a FaceShifter and a HifiFace checkpoint (CSV, JSON,
+markdown table, PNG), the protocol configs, and the throughput benchmark's --tiny mode."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import ROOT, TINY, compose_config, read_metrics, run_cli
+from PIL import Image
+from test_configs import HIFIFACE_TINY, instantiate_everything
+from test_ffpp import PAIRS, VIDEOS, expected_samples, write_video
+
+from swaplab.experts.registry import MissingWeightsError, sha256_of
+from swaplab.metrics import build_metrics, expert_lookup
+from swaplab.models.loading import build_experts
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def train_one(tmp_path: Path, overrides: list[str]) -> tuple[dict, Path]:
+    from swaplab.tasks.train import train
+
+    cfg = compose_config("train", tmp_path, [*overrides, "logger=csv", "optimized_metric=null",
+                                             "callbacks=[last_checkpoint]", "trainer.max_steps=1"])
+    metrics, _ = train(cfg)
+    return metrics, tmp_path / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """FaceShifter and HifiFace, one training step each at 32x32."""
+    return {name: train_one(tmp_path_factory.mktemp(name), overrides)[1]
+            for name, overrides in (("faceshifter", TINY), ("hififace", HIFIFACE_TINY))}
+
+
+def test_swap_evaluation_callback_logs_and_is_monitored(tmp_path):
+    from swaplab.tasks.train import train
+
+    cfg = compose_config("train", tmp_path, [
+        *TINY, "logger=csv", "callbacks=[model_checkpoint,swap_evaluation]", "trainer.max_steps=2",
+        "callbacks.swap_evaluation.every_n_steps=1", "callbacks.swap_evaluation.num_samples=8",
+        "callbacks.swap_evaluation.batch_size=4", "callbacks.model_checkpoint.monitor=val/id_retrieval",
+        "callbacks.model_checkpoint.mode=max", "+callbacks.model_checkpoint.every_n_train_steps=1",
+        "optimized_metric=val/id_retrieval", "trainer.val_check_interval=100"])
+    metrics, objects = train(cfg)
+    assert 0.0 <= metrics["val/id_retrieval"] <= 1.0 and np.isfinite(metrics["val/pose_error"])
+    assert {"identity_eval", "pose", "face3d"} <= set(objects["callbacks"][1]._extra_experts._modules)
+    assert "identity_eval" not in objects["model"].experts._modules  # built for the callback only
+    logged = read_metrics(tmp_path / "csv" / "metrics.csv", "val/id_retrieval")
+    assert sorted(logged) == [1, 2] and all(0.0 <= v <= 1.0 for v in logged.values())
+    assert list((tmp_path / "checkpoints").glob("step*.ckpt")), "no checkpoint selected by val/id_retrieval"
+
+
+def test_example_table_rows():
+    from swaplab.callbacks.swap_evaluation import example_table
+
+    images = {k: torch.rand(5, 3, 8, 8) * 2 - 1 for k in ("source", "target", "swap")}
+    columns, rows = example_table(images, {"id_similarity": torch.arange(5.0)}, rows=3)
+    assert columns == ["source", "target", "swap", "id_similarity"] and len(rows) == 3
+    assert rows[2][0].dtype == np.uint8 and rows[2][0].shape == (8, 8, 3) and rows[2][3] == 2.0
+
+
+@pytest.fixture(scope="module")
+def ffpp_tree(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ffpp_tree")
+    for video, frames in VIDEOS.items():
+        write_video(root / "original_sequences/youtube/c23/videos" / f"{video}.mp4", int(video), frames)
+    (root / "split.json").write_text(json.dumps(PAIRS))
+    return root
+
+
+def test_ffpp_protocol_pairs_frames_and_complete_table(ffpp_tree, checkpoints, tmp_path):
+    from swaplab.tasks.evaluate import evaluate
+
+    cfg = compose_config("eval", tmp_path, [
+        f"ckpt={checkpoints['faceshifter']}", "evaluation=ffpp", f"evaluation.dataset.root={ffpp_tree}",
+        f"evaluation.dataset.split={ffpp_tree / 'split.json'}", "evaluation.dataset.pairs=split",
+        "evaluation.dataset.faces=null", "evaluation.dataset.aligned=true", "~evaluation.metrics.fid",
+        "evaluation.max_pairs=3", "evaluation.batch_size=8", "evaluation.num_workers=0", "device=cpu"])
+    summary = evaluate(cfg)
+    out = tmp_path / "results" / "ffpp"
+    with open(out / "per_example.csv") as f:
+        rows = list(csv.DictReader(f))
+    swaps = [("953", "974"), ("974", "953"), ("012", "026")]  # the first 3 of the split's 4 swaps
+    chosen = [tuple(int(r[k]) for k in ("target_video", "frame", "source_video", "source_frame")) for r in rows]
+    assert chosen == expected_samples(swaps) and len(rows) == 30
+    (result,) = summary["checkpoints"]
+    assert result["num_examples"] == 30 and result["model"] == "FaceShifter"
+    expected = {"id_retrieval", "id_retrieval/top5", "id_similarity", "pose_error", "expression_error",
+                "shape_error", "lpips", "ssim", "psnr"}
+    assert expected <= set(result["metrics"]) and all(np.isfinite(v) for v in result["metrics"].values())
+    assert set(result["details"]["id_retrieval"]["per_source"]) == {974, 953, 26}  # one result per source video
+    assert all(r[m] not in ("", "nan") for r in rows for m in expected - {"id_retrieval/top5"})
+    assert summary["metric_experts"]["id_retrieval"]["experts"]["identity_role"]["role"] == "identity_eval"
+
+
+def table_numbers(table: str) -> dict[str, dict[str, float]]:
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    header = [re.sub(r" [↑↓]$", "", h.strip()) for h in lines[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    return {row[0]: {h: float(c) for h, c in zip(header[2:], row[2:], strict=True)} for row in rows}
+
+
+@pytest.mark.slow  # a CLI process (Lightning and Hydra start-up) evaluating two checkpoints
+def test_eval_cli_on_two_methods_writes_csv_json_table_and_plot(checkpoints, tmp_path):
+    a, b = checkpoints["faceshifter"], checkpoints["hififace"]
+    run_cli("eval.py", f"ckpt=[{a},{b}]", "evaluation=synthetic", "evaluation.dataset.num_identities=12",
+            "evaluation.dataset.images_per_identity=2", "evaluation.batch_size=12", "device=cpu",
+            f"hydra.run.dir={tmp_path}", env={"OMP_NUM_THREADS": "1"})
+    out = tmp_path / "results" / "synthetic"
+    summary = json.loads((out / "summary.json").read_text())
+    results = summary["checkpoints"]
+    assert [r["model"] for r in results] == ["FaceShifter", "HifiFace"]
+    assert [r["sha256"] for r in results] == [sha256_of(a), sha256_of(b)]
+    assert summary["protocol"]["name"] == "synthetic" and "pose_expert_error" in summary["protocol"]["metrics"]
+    assert summary["metric_experts"]["pose_error"]["experts"]["pose_role"]["name"] == "hopenet"
+    table = table_numbers((out / "table.md").read_text())
+    assert list(table) == [r["name"] for r in results]
+    for r in results:
+        assert set(table[r["name"]]) == set(r["metrics"])
+        for metric, value in r["metrics"].items():
+            assert table[r["name"]][metric] == pytest.approx(round(value, 4), abs=1e-9), metric
+    with open(out / "per_example.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 24 and {r["checkpoint"] for r in rows} == set(table)
+    for r in results:  # the summary is the mean of the per-example scores
+        mine = [float(row["pose_error"]) for row in rows if row["checkpoint"] == r["name"]]
+        assert np.mean(mine) == pytest.approx(r["metrics"]["pose_error"], rel=1e-5)
+    plot = np.asarray(Image.open(out / "comparison.png").convert("RGB"))
+    assert plot.shape[0] > 100 and plot.shape[1] > 100 and plot.std() > 5
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (ROOT / "conf" / "evaluation").glob("*.yaml")
+                                          if p.stem != "none"))
+def test_protocol_options_compose_build_and_run(option, tmp_path):
+    cfg = compose_config("train", tmp_path, [*TINY, f"evaluation={option}"])
+    objects = instantiate_everything(cfg)
+    specs = dict(cfg.evaluation.metrics)
+    if "fid" in specs:  # no Inception file in the test's weights_dir: one clear line naming it
+        with pytest.raises(MissingWeightsError, match="pt_inception-2015-12-05-6726825d.pth"):
+            build_metrics({"fid": specs.pop("fid")}, objects["experts"])
+    roles = build_metrics(specs).roles()
+    extra = build_experts(cfg.experts, [r for r in roles if r not in objects["experts"]._modules])
+    metrics = build_metrics(specs, expert_lookup(objects["experts"], extra))
+    from swaplab.metrics.runner import evaluate_swaps
+
+    batch = objects["datamodule"].val_set.__getitems__([0, 1, 2])
+    batch["source_video"] = batch["source_identity"]  # procedural faces stand in for FF++ videos here
+    evaluate_swaps(objects["model"], [batch], metrics, "cpu")
+    values = metrics.compute()
+    assert set(values) >= set(specs) and all(np.isfinite(v) for v in values.values())
+
+
+def test_benchmark_tiny_reports_throughput(capsys):
+    spec = importlib.util.spec_from_file_location("bench_evaluation", ROOT / "experiments/benchmarks/evaluation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--tiny", "--device", "cpu"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["swaps"] == 16 and printed["swaps_per_second"] == result["swaps_per_second"] > 0
+    assert {"id_retrieval", "pose_error", "ssim"} <= set(printed["metrics"])

@@ -1,0 +1,198 @@
+"""The inference pipeline: full photos and videos in, swapped photos and videos out."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+from helpers import TINY, compose_config, run_cli
+from skimage.data import astronaut
+
+from swaplab.data.templates import get_template
+from swaplab.pipelines import FaceSwapPipeline, NoFaceError, SwapOptions, swap_video
+from swaplab.pipelines.blend import ellipse_mask, paste_back
+from swaplab.pipelines.video import LandmarkSmoother
+from swaplab.tasks.swap import swap
+from swaplab.utils.images import to_uint8
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("pipeline_run")
+    run_cli("train.py", *TINY, "trainer.max_steps=1", "logger=none", "callbacks=[last_checkpoint]",
+            f"hydra.run.dir={run_dir}")
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def pipe(checkpoint) -> FaceSwapPipeline:
+    return FaceSwapPipeline.from_checkpoint(checkpoint)
+
+
+def two_faces() -> np.ndarray:
+    """A 160 x 320 frame: a large face on the left, a smaller, mirrored (so other-looking) one on the right."""
+    face = cv2.resize(astronaut()[20:276, 100:356], (160, 160), interpolation=cv2.INTER_AREA)
+    frame = np.zeros((160, 320, 3), np.uint8)
+    frame[:, :160] = face
+    frame[24:136, 184:296] = cv2.resize(face[:, ::-1], (112, 112), interpolation=cv2.INTER_AREA)
+    return frame
+
+
+def changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a != b).any(-1)
+
+
+def test_photo_changes_only_the_dilated_face_region(pipe):
+    photo = astronaut()
+    out = pipe(photo, photo)
+    result = to_uint8(out.swap)[0].numpy()
+    assert result.shape == photo.shape and out.extras["faces"].tolist() == [1]
+    (x1, y1, x2, y2), = pipe.detect(photo[None])[0].boxes
+    cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1)  # the box, dilated 2x
+    ys, xs = np.mgrid[: photo.shape[0], : photo.shape[1]]
+    dilated = (abs(xs - cx) <= half) & (abs(ys - cy) <= half)
+    diff = changed(result, photo)
+    assert not diff[~dilated].any()
+    box = (xs >= x1) & (xs < x2) & (ys >= y1) & (ys < y2)
+    assert diff[box].mean() > 0.5  # the face itself was replaced
+
+
+def test_face_selection(pipe):
+    frame = two_faces()
+    regions = {"left": np.s_[:, :160], "right": np.s_[:, 160:]}
+
+    def swapped_sides(**options) -> set[str]:
+        pipe.options = SwapOptions(**options)
+        result = to_uint8(pipe(frame, frame).swap)[0].numpy()
+        return {side for side, r in regions.items() if changed(result[r], frame[r]).any()}
+
+    assert swapped_sides(select="all") == {"left", "right"}
+    assert swapped_sides(select="largest") == {"left"}
+    assert swapped_sides(select="index", index=1) == {"right"}
+    assert swapped_sides(select="index", index=2) == set()
+    pipe.options = SwapOptions(select="reference")
+    pipe.identity = pipe.model.experts.identity
+    pipe.set_reference(np.ascontiguousarray(frame[:, :160][:, ::-1]))  # the right one, in another photo
+    assert swapped_sides(select="reference") == {"right"}
+    pipe.options = SwapOptions()
+
+
+def test_blend_modes_and_masks_keep_the_frame_outside(pipe):
+    photo = astronaut()
+    for options in ({"blend": "poisson"}, {"mask": "learned", "colour": False}):
+        pipe.options = SwapOptions(**options)
+        result = to_uint8(pipe(photo, photo).swap)[0].numpy()
+        assert changed(result, photo).any() and not changed(result[:, :100], photo[:, :100]).any()
+    pipe.options = SwapOptions()
+
+
+def test_paste_back_known_answer():
+    frames = torch.zeros(2, 3, 8, 10)
+    crops = torch.ones(1, 3, 4, 4)
+    shift = torch.tensor([[[1.0, 0, -3], [0, 1, -2]]])  # the crop is frame pixels x 3..6, y 2..5
+    out = paste_back(frames, crops, torch.ones(1, 1, 4, 4), shift, torch.tensor([1]))
+    assert out[0].abs().max() == 0
+    assert torch.allclose(out[1, :, 2:6, 3:7], torch.ones(3, 4, 4)) and out[1].sum() == 3 * 16
+    ellipse = ellipse_mask(get_template("faceshifter_256", 64), feather=0.1)[0, 0]
+    assert ellipse[0, 0] == 0 and ellipse[36, 32] == 1  # corners out, the nose in
+
+
+def test_bad_options_and_inputs(pipe):
+    with pytest.raises(ValueError, match="mask must be one of"):
+        SwapOptions(mask="box")
+    with pytest.raises(ValueError, match="select must be one of"):
+        SwapOptions(select="biggest")
+    with pytest.raises(NoFaceError, match="no face"):
+        pipe.face_crop(np.full((64, 64, 3), 128, np.uint8))
+    with pytest.raises(ValueError, match="uint8 H x W x 3"):
+        pipe(None, np.zeros((64, 64), np.float32))
+    blank = np.full((96, 96, 3), 90, np.uint8)
+    out = pipe(astronaut(), blank)
+    assert out.extras["frames_without_face"] == 1 and torch.equal(to_uint8(out.swap)[0], torch.from_numpy(blank))
+
+
+def test_landmark_smoothing_follows_slow_motion_and_restarts_on_jumps():
+    smooth = LandmarkSmoother(0.5)
+    points = np.array([[10.0, 10], [20, 10], [15, 15], [11, 20], [19, 20]])
+    assert np.allclose(smooth(points), points)
+    assert np.allclose(smooth(points + 2), points + 1)  # halfway
+    assert np.allclose(smooth(points + 50), points + 50)  # a cut: no blending across it
+    with pytest.raises(ValueError, match="smoothing"):
+        LandmarkSmoother(1.0)
+
+
+def write_video(path: Path, blank_frames: set[int], frames: int = 8, fps: int = 12, audio: bool = True) -> None:
+    face = cv2.resize(astronaut()[20:276, 100:356], (96, 96), interpolation=cv2.INTER_AREA)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264rgb", rate=fps)
+        video.width, video.height, video.pix_fmt, video.options = 128, 96, "rgb24", {"crf": "0"}
+        sound = container.add_stream("aac", rate=16000) if audio else None
+        for i in range(frames):
+            frame = np.full((96, 128, 3), 30, np.uint8)
+            if i not in blank_frames:
+                frame[:, 2 * i : 2 * i + 96] = face
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, "rgb24")))
+        container.mux(video.encode(None))
+        if sound is not None:
+            t = np.arange(16000 * frames // fps) / 16000
+            wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            for k in range(0, wave.shape[1], 1024):
+                chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, k : k + 1024]), "fltp", "mono")
+                chunk.sample_rate = 16000
+                container.mux(sound.encode(chunk))
+            container.mux(sound.encode(None))
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], Fraction, float | None]:
+    with av.open(str(path)) as container:
+        rate = container.streams.video[0].average_rate
+        audio = container.streams.audio[0] if container.streams.audio else None
+        seconds = float(audio.duration * audio.time_base) if audio is not None else None
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)], rate, seconds
+
+
+def test_video_keeps_frames_fps_audio_and_passes_faceless_frames(pipe, tmp_path):
+    write_video(tmp_path / "in.mp4", blank_frames={3, 4})
+    summary = swap_video(pipe, astronaut(), tmp_path / "in.mp4", tmp_path / "out.mp4", batch_size=3,
+                         progress=False, codec="libx264rgb", crf=0)
+    before, rate_in, audio_in = read_video(tmp_path / "in.mp4")
+    after, rate_out, audio_out = read_video(tmp_path / "out.mp4")
+    assert len(after) == len(before) == summary.frames == 8 and rate_out == rate_in == 12
+    assert audio_in is not None and audio_out == pytest.approx(audio_in)
+    assert summary.frames_without_face == 2 and summary.faces_swapped == 6
+    for i, (a, b) in enumerate(zip(before, after, strict=True)):
+        assert changed(a, b).any() == (i not in (3, 4))  # lossless codec: faceless frames are bit-identical
+    swap_video(pipe, astronaut(), tmp_path / "in.mp4", tmp_path / "preview.mp4", preview=True, progress=False)
+    side_by_side, _, _ = read_video(tmp_path / "preview.mp4")
+    assert len(side_by_side) == 8 and side_by_side[0].shape == (96, 256, 3)
+
+
+@pytest.mark.slow
+def test_swap_cli_on_photos_and_videos(checkpoint, tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    cv2.imwrite(str(inputs / "astronaut.jpg"), cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(inputs / "wall.png"), np.full((64, 64, 3), 200, np.uint8))
+    (inputs / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    write_video(inputs / "clip.mp4", blank_frames={1}, frames=4, audio=False)
+    out = tmp_path / "out"
+    run_cli("swap.py", f"ckpt={checkpoint}", f"source={inputs / 'astronaut.jpg'}", f"target={inputs}",
+            f"output={out}", "progress=false", f"hydra.run.dir={tmp_path / 'run'}")
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["results"]) == ["astronaut.jpg", "clip.mp4", "wall.png"]
+    assert summary["skipped"] == {"unreadable image (UnidentifiedImageError)": 1, "no face": 1}
+    assert summary["results"]["clip.mp4"]["frames"] == 4 and summary["results"]["clip.mp4"]["frames_without_face"] == 1
+    assert cv2.imread(str(out / "wall_swap.png")).shape == (64, 64, 3)
+    common = [f"ckpt={checkpoint}", f"source={inputs / 'astronaut.jpg'}", f"output={tmp_path / 'out2'}"]
+    cfg = compose_config("swap", tmp_path, [*common, f"target={inputs / 'wall.png'}", "on_no_face=error"])
+    with pytest.raises(NoFaceError, match="no face found in .*wall.png"):
+        swap(cfg)
+    cfg = compose_config("swap", tmp_path, [*common, f"target={inputs / 'broken.jpg'}"])
+    with pytest.raises(ValueError, match="cannot read image .*broken.jpg"):
+        swap(cfg)
