@@ -76,7 +76,7 @@ class FaceSwapPipeline:
         self.model, self.detector, self.template = model, detector, template
         self.options = options or SwapOptions()
         self.parser, self.identity = parser, identity  # experts for mask=parsing / select=reference
-        self.generator = model.inference_generator if use_ema else model.generator
+        self.use_ema = use_ema  # False: the raw generator instead of its EMA (where the method keeps one)
         self.uses_source = bool(getattr(model, "uses_source", True))
         self.reference: torch.Tensor | None = None
         if self.options.mask == "parsing" and parser is None:
@@ -202,7 +202,8 @@ class FaceSwapPipeline:
         for start in range(0, len(crops), self.options.batch_size):
             target = crops[start : start + self.options.batch_size]
             src = target if source is None else source.expand(len(target), -1, -1, -1)
-            out = self.model.generate(src, target, self.generator)
+            # forward() is the method's whole inference path (e.g. Fast Face-swap's paste-back)
+            out = self.model(src, target) if self.use_ema else self.model.generate(src, target, self.model.generator)
             swaps.append(out.swap.float())
             masks.append(self.masks(out, target))
         swap, mask = torch.cat(swaps), torch.cat(masks)

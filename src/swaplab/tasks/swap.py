@@ -128,7 +128,6 @@ def swap_aligned_crops(cfg: DictConfig, device: torch.device) -> dict:
     """`aligned=true`: source and targets are already crops of the model's template (resized to its side)."""
     model, run_cfg = load_swap_model(cfg.ckpt, cfg.get("experts"))
     model.to(device)
-    generator = model.inference_generator if cfg.use_ema else model.generator
     resolution = int(run_cfg.data.resolution)
     skipped: Counter = Counter()
     _, source = _load_faces([Path(cfg.source)], resolution, Counter())
@@ -138,7 +137,8 @@ def swap_aligned_crops(cfg: DictConfig, device: torch.device) -> dict:
     out_dir, results = Path(cfg.output), {}
     for start in range(0, len(target_paths), cfg.batch_size):
         batch = targets[start : start + cfg.batch_size].to(device)
-        swaps = model.generate(source.to(device).expand(len(batch), -1, -1, -1), batch, generator).swap
+        src = source.to(device).expand(len(batch), -1, -1, -1)
+        swaps = (model(src, batch) if cfg.use_ema else model.generate(src, batch, model.generator)).swap
         for path, image in zip(target_paths[start : start + cfg.batch_size], to_uint8(swaps).cpu().numpy(),
                                strict=True):
             results[str(path)] = {"output": str(out_dir / f"{path.stem}_swap.png")}
