@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -11,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, compose_config, run_cli
+from helpers import ROOT, TINY, compose_config, run_cli
 from skimage.data import astronaut
 
 from swaplab.data.templates import get_template
@@ -196,3 +197,14 @@ def test_swap_cli_on_photos_and_videos(checkpoint, tmp_path):
     cfg = compose_config("swap", tmp_path, [*common, f"target={inputs / 'broken.jpg'}"])
     with pytest.raises(ValueError, match="cannot read image .*broken.jpg"):
         swap(cfg)
+
+
+def test_inference_benchmark_tiny_reports_json(capsys):
+    spec = importlib.util.spec_from_file_location("bench_inference", ROOT / "experiments/benchmarks/inference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--tiny", "--device", "cpu"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == result and printed["generator"]["swaps"] == 16 and printed["generator"]["swaps_per_second"] > 0
+    assert printed["video"]["frames"] == 8 and printed["video"]["faces_swapped"] == 8
+    assert printed["video"]["frames_per_second"] > 0

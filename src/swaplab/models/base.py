@@ -6,11 +6,17 @@ the generator output computed once per step and detached for D, toggled-optimize
 scheduler steps, gradient clipping, a generator EMA, weighted sums from `loss_weights` and logging as
 `train/g/<term>` / `train/d/<term>`. `trainer.global_step` counts generator iterations: the D update is
 applied through the strategy so that it does not advance the step counter.
+
+Fast paths (config switches, off by default): `channels_last` memory format for G, D and the step's images,
+`compile` (torch.compile of G and D, in place so checkpoints keep their keys) and `accumulate_grad_batches`
+(manual optimization: losses scaled by 1/N, optimizers, schedulers and the EMA stepped every N batches).
+Mixed precision is `trainer.precision` (Lightning autocasts training_step); loss terms are summed in fp32.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,6 +29,14 @@ from swaplab.experts import Experts
 from swaplab.losses import WeightedSum
 
 Batch = dict[str, torch.Tensor]
+log = logging.getLogger(__name__)
+# D terms that differentiate through D twice (R1 / gradient penalty): AOT autograd (torch.compile) cannot
+DOUBLE_BACKWARD_TERMS = ("gp", "r1")
+
+
+def _fp32(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Loss terms in fp32 before weighting and summing (bf16/fp16 autocast leaves some in half precision)."""
+    return {k: v.float() for k, v in terms.items()}
 
 
 @dataclass
@@ -63,6 +77,10 @@ class SwapGAN(pl.LightningModule):
         scheduler_d: Callable[..., Any] | None = None,
         ema_decay: float | None = None,  # generator EMA (used by forward / inference when set)
         grad_clip_norm: float | None = None,  # clip G and D gradients to this norm
+        channels_last: bool = False,  # G, D and the step's images in channels_last memory format
+        compile: bool = False,  # torch.compile G and D at fit start (in place: state_dict keys unchanged)
+        compile_backend: str = "inductor",  # torch.compile backend ("aot_eager": no C++ compiler needed)
+        accumulate_grad_batches: int = 1,  # optimizer steps every N batches (losses scaled by 1/N)
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -74,6 +92,11 @@ class SwapGAN(pl.LightningModule):
                              "but no discriminator")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1) or null, got {ema_decay}")
+        if accumulate_grad_batches < 1:
+            raise ValueError(f"accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
+        if compile and compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+            raise ValueError(f"unknown compile_backend {compile_backend!r}; torch.compile knows "
+                             f"{torch._dynamo.list_backends()}")
         self.generator = generator
         self.discriminator = discriminator
         self.experts = experts
@@ -88,6 +111,8 @@ class SwapGAN(pl.LightningModule):
         self.scheduler_g, self.scheduler_d = scheduler_g, scheduler_d
         self.ema_decay = ema_decay
         self.grad_clip_norm = grad_clip_norm
+        self.channels_last, self.compile_networks, self.compile_backend = channels_last, compile, compile_backend
+        self.accumulate_grad_batches = accumulate_grad_batches
         self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay else None
         self.run_config: dict[str, Any] = {}  # resolved run config, stored in checkpoints for inference
 
@@ -137,33 +162,73 @@ class SwapGAN(pl.LightningModule):
         if self.grad_clip_norm:
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
 
+    # ---- fast paths ----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        # setup, not on_fit_start: methods override on_fit_start; this runs before the optimizers are built
+        if stage != "fit":
+            return
+        if self.channels_last:
+            for net in (self.generator, self.discriminator):
+                if net is not None:
+                    net.to(memory_format=torch.channels_last)
+        if self.compile_networks:
+            if not torch._dynamo.is_dynamo_supported():
+                raise RuntimeError(f"model.compile=true but torch.compile is not supported here (torch "
+                                   f"{torch.__version__}); set model.compile=false")
+            self._compile(self.generator)
+            if self.discriminator is not None and set(self.discriminator_terms) & set(DOUBLE_BACKWARD_TERMS):
+                log.warning("model.compile: %s's discriminator stays eager (its %s term needs double backward, "
+                            "which torch.compile does not support)", type(self).__name__, self.discriminator_terms)
+            elif self.discriminator is not None:
+                self._compile(self.discriminator)
+
+    def _compile(self, net: nn.Module) -> None:
+        """Compile `net` in place; a container without a forward of its own (FSGAN's stages) per child."""
+        if type(net).forward is nn.Module.forward:
+            for child in net.children():
+                self._compile(child)
+        else:
+            net.compile(backend=self.compile_backend)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # here, not in training_step: methods look batch tensors up by identity (FSGAN's ground truth)
+        if not self.channels_last or not isinstance(batch, dict):
+            return batch
+        return {k: v.contiguous(memory_format=torch.channels_last) if torch.is_tensor(v) and v.dim() == 4 else v
+                for k, v in batch.items()}
+
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         opt_g, opt_d = self._optimizer_pair()
+        accumulate = self.accumulate_grad_batches
+        update = (batch_idx + 1) % accumulate == 0  # accumulate=1: every batch
         out = self.generate(batch["source"], batch["target"], self.generator)
 
         with self.toggled_optimizer(opt_g):
-            g_total, g_logs = self.g_loss(self.generator_losses(batch, out))
-            self.manual_backward(g_total)
-            self._clip(opt_g)
-            opt_g.step()
-            opt_g.zero_grad(set_to_none=True)
+            g_total, g_logs = self.g_loss(_fp32(self.generator_losses(batch, out)))
+            self.manual_backward(g_total / accumulate if accumulate > 1 else g_total)
+            if update:
+                self._clip(opt_g)
+                opt_g.step()
+                opt_g.zero_grad(set_to_none=True)
 
         logs = {f"train/g/{k}": v for k, v in g_logs.items()}
         if opt_d is not None:
             fake = out.detach()
             with self.toggled_optimizer(opt_d):
-                d_total, d_logs = self.d_loss(self.discriminator_losses(batch, fake))
-                self.manual_backward(d_total)
-                self._clip(opt_d)
-                # Through the strategy (precision/AMP handled) but without advancing global_step.
-                self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=lambda: None)
-                opt_d.zero_grad(set_to_none=True)
+                d_total, d_logs = self.d_loss(_fp32(self.discriminator_losses(batch, fake)))
+                self.manual_backward(d_total / accumulate if accumulate > 1 else d_total)
+                if update:
+                    self._clip(opt_d)
+                    # Through the strategy (precision/AMP handled) but without advancing global_step.
+                    self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=lambda: None)
+                    opt_d.zero_grad(set_to_none=True)
             logs.update({f"train/d/{k}": v for k, v in d_logs.items()})
 
-        schedulers = self.lr_schedulers() or []
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
-            scheduler.step()
-        self._update_ema()
+        if update:
+            schedulers = self.lr_schedulers() or []
+            for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+                scheduler.step()
+            self._update_ema()
         self.log_dict(logs, on_step=True, on_epoch=False, batch_size=batch["target"].shape[0])
         self.log("train/g/total_pbar", g_logs["total"], prog_bar=True, logger=False)
 

@@ -1,0 +1,193 @@
+"""Training-step throughput: images/s of a method's LightningModule step (G and D updates) against a bare PyTorch
+loop doing the same updates on the same networks and batch (the framework overhead), FLOPs per step and per swap
+(torch.utils.flop_counter) and, on a GPU, the model FLOP utilisation against the device's bf16 dense peak.
+Prints one JSON object with the keys in KEYS.
+
+    .venv/bin/python experiments/benchmarks/train_step.py --tiny                      # seconds on a CPU (tests)
+    .venv/bin/python experiments/benchmarks/train_step.py --model faceshifter --override experiment=faceshifter_paper \
+        --batch-size 16 --precision bf16-mixed                                        # the paper config on a GPU
+    .venv/bin/python experiments/benchmarks/train_step.py --model fsgan --override model.stage=inpainting \
+        model.channels_last=true model.compile=true                                   # a stage, with fast paths
+
+Random expert weights (the speed does not depend on them); synthetic faces. Timed after --warmup steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import TINY, machine, pick_device, synchronize, train_config  # noqa: E402
+
+from swaplab.models.loading import build_model  # noqa: E402
+
+# bf16 dense tensor-core peaks (FLOP/s) from the vendors' data sheets (SXM parts; PCIe H100: 756e12)
+PEAK_BF16_FLOPS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12}
+KEYS = ("machine", "model", "resolution", "batch_size", "precision", "steps", "images_per_second", "step_seconds",
+        "bare_images_per_second", "bare_step_seconds", "framework_overhead_percent", "flops_per_step",
+        "flops_per_swap", "achieved_flops_per_second", "peak_flops", "mfu", "params")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="faceshifter")
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps (after the warm-up)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--tiny", action="store_true", help="32x32 tiny networks, batch 4 (tests)")
+    parser.add_argument("--override", nargs="*", default=[], help="extra train-config overrides")
+    return parser.parse_args(argv)
+
+
+class StepTimer(pl.Callback):
+    """Wall time from the first timed batch's start to the last batch's end."""
+
+    def __init__(self, warmup: int, device: torch.device) -> None:
+        self.warmup, self.device, self.start, self.end = warmup, device, 0.0, 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == self.warmup:
+            synchronize(self.device)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        synchronize(self.device)
+        self.end = time.perf_counter()
+
+
+def lightning_seconds(model: pl.LightningModule, batch: dict, args: argparse.Namespace, device: torch.device
+                      ) -> float:
+    timer = StepTimer(args.warmup, device)
+    trainer = pl.Trainer(max_steps=args.warmup + args.steps, accelerator=device.type, devices=1,
+                         precision=args.precision, logger=False, callbacks=[timer], enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, train_dataloaders=DataLoader([batch] * (args.warmup + args.steps), batch_size=None))
+    return (timer.end - timer.start) / args.steps
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "32-true":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16-mixed" else torch.float16)
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module | None) -> Iterator[None]:
+    """Parameters of `module` without gradients for the block (what Lightning's toggled optimizer does)."""
+    params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def bare_step_fn(model: pl.LightningModule, batch: dict, device: torch.device, precision: str):
+    """One G and one D update written against the networks directly, as the module's training_step does."""
+    opt_g = model.optimizer_g(model.generator.parameters())
+    opt_d = model.optimizer_d(model.discriminator.parameters()) if model.discriminator is not None else None
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+    # FSGAN reads the batch's ground truth through this context inside its own training_step
+    using = getattr(model, "_using", lambda _batch: contextlib.nullcontext())
+
+    def step() -> None:
+        with autocast(device, precision), using(batch):
+            out = model.generate(batch["source"], batch["target"], model.generator)
+            with frozen(model.discriminator):
+                g_total, _ = model.g_loss(model.generator_losses(batch, out))
+        scaler.scale(g_total).backward()
+        scaler.step(opt_g)
+        opt_g.zero_grad(set_to_none=True)
+        if opt_d is not None:
+            with autocast(device, precision), using(batch):
+                d_total, _ = model.d_loss(model.discriminator_losses(batch, out.detach()))
+            scaler.scale(d_total).backward()
+            scaler.step(opt_d)
+            opt_d.zero_grad(set_to_none=True)
+        scaler.update()
+
+    return step
+
+
+def timed(step, steps: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    if args.tiny:
+        args.resolution, args.batch_size, args.steps, args.warmup = 32, 4, min(args.steps, 3), 1
+    device = pick_device(args.device)
+    cfg = train_config([f"model={args.model}", "experts=random", f"data.resolution={args.resolution}",
+                        f"data.batch_size={args.batch_size}", "data.num_workers=0",
+                        *(TINY if args.tiny else []), *args.override])
+    pl.seed_everything(0, verbose=False)
+    model, experts = build_model(cfg)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(iter(datamodule.train_dataloader())).items()}
+    model.to(device).train()
+    model.setup("fit")  # the fast paths (channels_last, compile) as a fit would apply them
+    batch = model.on_after_batch_transfer(batch, 0)
+
+    bare_step = bare_step_fn(model, batch, device, args.precision)
+    flops_per_step = count_flops(bare_step)
+    with torch.no_grad(), autocast(device, args.precision):
+        flops_per_swap = count_flops(lambda: model.generate(batch["source"], batch["target"], model.generator))
+    bare_seconds = timed(bare_step, args.steps, args.warmup, device)
+    step_seconds = lightning_seconds(model, batch, args, device)
+
+    peak = peak_flops(device)
+    achieved = flops_per_step / step_seconds
+    result = {"machine": machine(device), "model": args.model, "resolution": args.resolution,
+              "batch_size": args.batch_size, "precision": args.precision, "steps": args.steps,
+              "images_per_second": round(args.batch_size / step_seconds, 2), "step_seconds": round(step_seconds, 5),
+              "bare_images_per_second": round(args.batch_size / bare_seconds, 2),
+              "bare_step_seconds": round(bare_seconds, 5),
+              "framework_overhead_percent": round(100 * (step_seconds - bare_seconds) / bare_seconds, 2),
+              "flops_per_step": flops_per_step, "flops_per_swap": flops_per_swap // args.batch_size,
+              "achieved_flops_per_second": round(achieved), "peak_flops": peak,
+              "mfu": round(achieved / peak, 4) if peak else None, "params": model.parameter_counts()}
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

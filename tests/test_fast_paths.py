@@ -1,0 +1,124 @@
+"""Fast-path switches (mixed precision, channels_last, torch.compile, gradient accumulation) train every method
+with finite losses; the training-step benchmark's tiny mode prints the documented JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from helpers import ROOT, TINY, compose_config
+from hydra.errors import InstantiationException
+from test_configs import HIFIFACE_TINY
+from test_fast_faceswap import SMALL_NET
+from test_fsgan import TINY_FSGAN
+from test_hear_net import HEAR_TINY, aei_ckpt  # noqa: F401  (aei_ckpt: fixture, a tiny AEI-Net checkpoint)
+
+from swaplab.tasks.train import train
+
+FAST_FACESWAP_TINY = ["model=fast_faceswap", "data.resolution=32", "data.batch_size=2", "data.num_workers=0",
+                      "data.train.num_identities=4", "data.train.images_per_identity=2", "model.style_set.num_images=4",
+                      "model.n_best=2", f"model.generator.branch_channels={SMALL_NET['branch_channels']}",
+                      f"model.generator.join_channels=[{','.join(map(str, SMALL_NET['join_channels']))}]"]
+METHODS = {"faceshifter": TINY, "hififace": HIFIFACE_TINY, "fsgan": ["model=fsgan", *TINY_FSGAN],
+           "fast_faceswap": FAST_FACESWAP_TINY}
+QUIET = ["logger=none", "callbacks=none", "trainer.val_check_interval=100", "+trainer.enable_progress_bar=false",
+         "trainer.enable_model_summary=false"]
+SWITCHES = {"bf16": ["trainer.precision=bf16-mixed"], "channels_last": ["model.channels_last=true"],
+            "compile": ["model.compile=true", "model.compile_backend=aot_eager"]}
+
+
+@pytest.fixture(autouse=True)
+def _single_thread():
+    """Many small ops: one thread avoids OpenMP oversubscription stalls on busy CI machines."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class BatchRecorder(pl.Callback):
+    """Per batch: the logged losses and whether the generator's weights changed."""
+
+    def __init__(self) -> None:
+        self.losses: list[dict[str, float]] = []
+        self.updated: list[bool] = []
+        self._weights: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._weights = [p.detach().clone() for p in pl_module.generator.parameters() if p.requires_grad]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+        after = [p for p in pl_module.generator.parameters() if p.requires_grad]
+        self.updated.append(any(not torch.equal(a, b) for a, b in zip(self._weights, after, strict=True)))
+
+
+def train_steps(tmp_path: Path, overrides: list[str], steps: int = 2) -> tuple[BatchRecorder, dict]:
+    recorder = ["+callbacks.recorder._target_=test_fast_paths.BatchRecorder"]
+    _, objects = train(compose_config("train", tmp_path, [*overrides, *QUIET, *recorder, f"trainer.max_steps={steps}"]))
+    return next(c for c in objects["callbacks"] if type(c).__name__ == "BatchRecorder"), objects
+
+
+def assert_finite_training(recorder: BatchRecorder, objects: dict, steps: int = 2) -> None:
+    assert objects["trainer"].global_step == steps
+    assert len(recorder.losses) == steps and all(recorder.updated)
+    expected = {"train/g/total"} | ({"train/d/total"} if objects["model"].discriminator is not None else set())
+    for logged in recorder.losses:
+        assert expected <= set(logged) and len(logged) > len(expected)  # totals and their terms
+        bad = {k: v for k, v in logged.items() if not torch.isfinite(torch.tensor(v))}
+        assert not bad, f"non-finite losses {bad}"
+
+
+@pytest.mark.parametrize("switch", ["bf16", "channels_last"])
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_switch_trains_two_steps_with_finite_losses(method, switch, tmp_path):
+    recorder, objects = train_steps(tmp_path, [*METHODS[method], *SWITCHES[switch]])
+    assert_finite_training(recorder, objects)
+    model = objects["model"]
+    if switch == "channels_last":
+        convs = [m for m in model.generator.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_compiled_networks_train_two_steps_with_finite_losses(method, tmp_path):
+    recorder, objects = train_steps(tmp_path, [*METHODS[method], *SWITCHES["compile"]])
+    assert_finite_training(recorder, objects)
+    assert "_orig_mod" not in "".join(objects["model"].state_dict())  # compiled in place: checkpoints unchanged
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("switch", ["bf16", "channels_last"])
+def test_hear_net_switch_trains_two_steps(switch, aei_ckpt, tmp_path):  # noqa: F811
+    recorder, objects = train_steps(tmp_path, [*HEAR_TINY, f"model.aei_ckpt={aei_ckpt}", *SWITCHES[switch]])
+    assert_finite_training(recorder, objects)
+
+
+def test_accumulation_steps_the_optimizers_every_second_batch(tmp_path):
+    recorder, objects = train_steps(tmp_path, [*TINY, "model.accumulate_grad_batches=2"], steps=2)
+    assert objects["trainer"].global_step == 2  # optimizer updates, as max_steps counts them
+    assert recorder.updated == [False, True, False, True]
+    assert all(torch.isfinite(torch.tensor(list(logged.values()))).all() for logged in recorder.losses)
+
+
+def test_bad_accumulation_fails_at_construction(tmp_path):
+    from swaplab.models.loading import build_model
+
+    with pytest.raises(InstantiationException, match="accumulate_grad_batches must be >= 1, got 0"):
+        build_model(compose_config("train", tmp_path, [*TINY, "model.accumulate_grad_batches=0"]))
+
+
+def test_train_step_benchmark_tiny_prints_the_documented_keys(capsys):
+    spec = importlib.util.spec_from_file_location("bench_train_step", ROOT / "experiments/benchmarks/train_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--tiny", "--device", "cpu", "--steps", "2"])
+    printed = json.loads(capsys.readouterr().out)
+    assert set(module.KEYS) <= set(printed) and printed["images_per_second"] == result["images_per_second"] > 0
+    assert printed["bare_images_per_second"] > 0 and printed["flops_per_step"] > printed["flops_per_swap"] > 0
+    assert printed["mfu"] is None  # CPU: no peak-FLOPs figure
