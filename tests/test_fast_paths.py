@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import ROOT, TINY, compose_config
+from helpers import CONF, ROOT, TINY, compose_config
+from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from test_configs import HIFIFACE_TINY
 from test_fast_faceswap import SMALL_NET
@@ -28,6 +29,7 @@ METHODS = {"faceshifter": TINY, "hififace": HIFIFACE_TINY, "fsgan": ["model=fsga
 QUIET = ["logger=none", "callbacks=none", "trainer.val_check_interval=100", "+trainer.enable_progress_bar=false",
          "trainer.enable_model_summary=false"]
 SWITCHES = {"bf16": ["trainer.precision=bf16-mixed"], "channels_last": ["model.channels_last=true"],
+            "fused_adam": ["+model.optimizer_g.fused=true"],
             "compile": ["model.compile=true", "model.compile_backend=aot_eager"]}
 
 
@@ -41,12 +43,17 @@ def _single_thread():
 
 
 class BatchRecorder(pl.Callback):
-    """Per batch: the logged losses and whether the generator's weights changed."""
+    """Per batch: the logged losses and whether the generator's weights changed; the generator convs' dtypes."""
 
     def __init__(self) -> None:
         self.losses: list[dict[str, float]] = []
         self.updated: list[bool] = []
+        self.conv_dtypes: set[torch.dtype] = set()
         self._weights: list[torch.Tensor] = []
+
+    def on_train_start(self, trainer, pl_module):
+        for conv in (m for m in pl_module.generator.modules() if isinstance(m, torch.nn.Conv2d)):
+            conv.register_forward_hook(lambda module, args, out: self.conv_dtypes.add(out.dtype))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._weights = [p.detach().clone() for p in pl_module.generator.parameters() if p.requires_grad]
@@ -73,12 +80,15 @@ def assert_finite_training(recorder: BatchRecorder, objects: dict, steps: int = 
         assert not bad, f"non-finite losses {bad}"
 
 
-@pytest.mark.parametrize("switch", ["bf16", "channels_last"])
+@pytest.mark.parametrize("switch", ["bf16", "channels_last", "fused_adam"])
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_switch_trains_two_steps_with_finite_losses(method, switch, tmp_path):
     recorder, objects = train_steps(tmp_path, [*METHODS[method], *SWITCHES[switch]])
     assert_finite_training(recorder, objects)
     model = objects["model"]
+    assert recorder.conv_dtypes == ({torch.bfloat16} if switch == "bf16" else {torch.float32})  # autocast applied
+    if switch == "fused_adam":
+        assert objects["trainer"].optimizers[0].defaults["fused"] is True
     if switch == "channels_last":
         convs = [m for m in model.generator.modules() if isinstance(m, torch.nn.Conv2d)]
         assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
@@ -122,3 +132,13 @@ def test_train_step_benchmark_tiny_prints_the_documented_keys(capsys):
     assert set(module.KEYS) <= set(printed) and printed["images_per_second"] == result["images_per_second"] > 0
     assert printed["bare_images_per_second"] > 0 and printed["flops_per_step"] > printed["flops_per_swap"] > 0
     assert printed["mfu"] is None  # CPU: no peak-FLOPs figure
+
+
+def test_slurm_launcher_takes_nodes_and_gpus_from_the_trainer():
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("train", return_hydra_config=True, overrides=[
+            "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=8", "trainer.num_nodes=2",
+            "hydra.launcher.partition=gpu"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition) == (2, 8, 8, "gpu")

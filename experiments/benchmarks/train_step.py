@@ -35,7 +35,7 @@ from swaplab.models.loading import build_model  # noqa: E402
 
 # bf16 dense tensor-core peaks (FLOP/s) from the vendors' data sheets (SXM parts; PCIe H100: 756e12)
 PEAK_BF16_FLOPS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12}
-KEYS = ("machine", "model", "resolution", "batch_size", "precision", "steps", "images_per_second", "step_seconds",
+KEYS = ("machine", "model", "overrides", "resolution", "batch_size", "precision", "steps", "images_per_second", "step_seconds",
         "bare_images_per_second", "bare_step_seconds", "framework_overhead_percent", "flops_per_step",
         "flops_per_swap", "achieved_flops_per_second", "peak_flops", "mfu", "params")
 
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     peak = peak_flops(device)
     achieved = flops_per_step / step_seconds
-    result = {"machine": machine(device), "model": args.model, "resolution": args.resolution,
+    result = {"machine": machine(device), "model": args.model, "overrides": args.override, "resolution": args.resolution,
               "batch_size": args.batch_size, "precision": args.precision, "steps": args.steps,
               "images_per_second": round(args.batch_size / step_seconds, 2), "step_seconds": round(step_seconds, 5),
               "bare_images_per_second": round(args.batch_size / bare_seconds, 2),

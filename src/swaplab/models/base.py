@@ -168,7 +168,7 @@ class SwapGAN(pl.LightningModule):
         if stage != "fit":
             return
         if self.channels_last:
-            for net in (self.generator, self.discriminator):
+            for net in (self.generator, self.generator_ema, self.discriminator):
                 if net is not None:
                     net.to(memory_format=torch.channels_last)
         if self.compile_networks:
