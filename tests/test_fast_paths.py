@@ -142,3 +142,31 @@ def test_slurm_launcher_takes_nodes_and_gpus_from_the_trainer():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node, launcher.partition) == (2, 8, 8, "gpu")
+
+
+def test_experts_in_reduced_precision_keep_fp32_outputs_and_gradients():
+    from swaplab.experts import Experts, IdentityEncoder
+
+    identity = IdentityEncoder.build(weights="random", depth=18, widths=[8, 16, 32, 32], input_size=32)
+    experts = Experts(identity=identity)
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    full = identity(images)
+    inner: set[torch.dtype] = set()
+    hook = identity.net.conv1.register_forward_hook(lambda module, args, out: inner.add(out.dtype))
+    experts.set_precision("bf16")
+    images.requires_grad_(True)
+    reduced = identity(images)
+    hook.remove()
+    assert inner == {torch.bfloat16} and reduced.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(full, reduced.detach()).min() > 0.98
+    reduced.sum().backward()  # a loss through a reduced-precision expert still reaches the generator
+    assert images.grad is not None and torch.isfinite(images.grad).all() and images.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="experts precision must be one of"):
+        experts.set_precision("int8")
+
+
+def test_faceshifter_trains_with_bf16_experts(tmp_path):
+    recorder, objects = train_steps(tmp_path, [*TINY, "experts_precision=bf16"])
+    assert_finite_training(recorder, objects)
+    assert objects["model"].experts.identity.autocast_dtype == torch.bfloat16
+    assert recorder.conv_dtypes == {torch.float32}  # the generator itself stays in fp32

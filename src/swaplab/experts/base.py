@@ -69,6 +69,7 @@ class FrozenExpert(nn.Module):
         self.name = name
         self.weights = weights  # where the weights came from: a file path, "random", or a package name
         self.training = False
+        self.autocast_dtype: torch.dtype | None = None  # reduced precision (Experts.set_precision); None: fp32
         if weights == "random":
             log.warning("Expert '%s' uses RANDOM weights (tests / quickstart only); results mean nothing.", name)
 
@@ -94,11 +95,27 @@ class FrozenExpert(nn.Module):
         needs_grad = torch.is_grad_enabled() and any(
             isinstance(x, torch.Tensor) and x.requires_grad for x in (*inputs, *kwargs.values())
         )
-        with torch.set_grad_enabled(needs_grad):
-            return super().__call__(*inputs, **kwargs)
+        if self.autocast_dtype is None:
+            with torch.set_grad_enabled(needs_grad):
+                return super().__call__(*inputs, **kwargs)
+        with torch.set_grad_enabled(needs_grad), torch.autocast(self.device.type, dtype=self.autocast_dtype):
+            return _to_float32(super().__call__(*inputs, **kwargs))  # callers keep computing in fp32
 
     def extra_repr(self) -> str:
         return f"name={self.name}, weights={self.weights}, params={self.num_parameters():,}"
+
+
+def _to_float32(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_float32(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_float32(v) for k, v in value.items()}
+    return value
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class ExternalModel(nn.Module):
@@ -181,6 +198,15 @@ class Experts(nn.Module):
             self._template_hooks.append(expert.register_forward_pre_hook(inputs_to_canonical, with_kwargs=True))
             if getattr(expert, "spatial_output", False):
                 self._template_hooks.append(expert.register_forward_hook(outputs_from_canonical, with_kwargs=True))
+
+    def set_precision(self, precision: str = "fp32") -> None:
+        """Run every torch expert under autocast at `precision` ("bf16" / "fp16"; "fp32": full precision).
+        Their outputs come back as fp32, and gradients still flow through them where a loss needs it."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"experts precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        for expert in self._modules.values():
+            if isinstance(expert, FrozenExpert):
+                expert.autocast_dtype = PRECISIONS[precision]
 
     def require(self, *roles: str) -> None:
         missing = [r for r in roles if not hasattr(self, r)]

@@ -40,6 +40,8 @@ def build_model(cfg: DictConfig) -> tuple[pl.LightningModule, Any]:
     experts = build_experts(cfg.experts, expert_roles(cfg))
     if hasattr(experts, "set_input_template"):
         experts.set_input_template(cfg.get("data", {}).get("template"))  # experts re-crop the training crops
+    if hasattr(experts, "set_precision"):
+        experts.set_precision(cfg.get("experts_precision") or "fp32")
     model = hydra.utils.instantiate(cfg.model, experts=experts, _convert_="all")
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     return model, experts

@@ -50,6 +50,10 @@ def validate_train_config(cfg: DictConfig) -> None:
         problems.append(f"experts_extra names roles {unknown} that the experts config does not "
                         f"define (it defines {defined})")
 
+    precision = cfg.get("experts_precision") or "fp32"
+    if precision not in ("fp32", "bf16", "fp16"):
+        problems.append(f"experts_precision must be fp32, bf16 or fp16, got {precision!r}")
+
     ckpt = cfg.get("ckpt_path")
     if ckpt and not Path(ckpt).is_file():
         problems.append(f"ckpt_path={ckpt} does not exist")
