@@ -14,3 +14,13 @@ os.environ.setdefault("WANDB_SILENT", "true")
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def single_thread():
+    """Many small ops: one torch thread avoids OpenMP oversubscription stalls on busy 2-core CI machines
+    (test files opt in with `pytestmark = pytest.mark.usefixtures("single_thread")`)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -86,3 +86,23 @@ class OptimizerProbe:
                             "optimizers": [o.state_dict() for o in trainer.optimizers]}, path)
 
         return _Probe()
+
+
+def fit_on_batches(model, batches: list[dict], steps: int, ckpt: Path | None = None) -> list[dict[str, float]]:
+    """Train `model` for `steps` steps on fixed batches (cycled) through its own training_step, on the CPU and
+    without loggers; returns the logged values (`trainer.callback_metrics`) after every step."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    history: list[dict[str, float]] = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            history.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, callbacks=[Record()],
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None))
+    if ckpt is not None:
+        trainer.save_checkpoint(ckpt)
+    return history

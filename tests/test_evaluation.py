@@ -22,13 +22,7 @@ from swaplab.experts.registry import MissingWeightsError, sha256_of
 from swaplab.metrics import build_metrics, expert_lookup
 from swaplab.models.loading import build_experts
 
-
-@pytest.fixture(autouse=True)
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def train_one(tmp_path: Path, overrides: list[str]) -> tuple[dict, Path]:

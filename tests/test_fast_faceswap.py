@@ -28,13 +28,7 @@ WEIGHTS = {"content": 1.0, "style": 120.0, "light": 1.0, "tv": 0.3}
 SMALL_NET = {"branch_channels": 8, "join_channels": (16, 16, 16)}
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Many small ops: one thread avoids OpenMP oversubscription stalls on busy CI machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def small_experts(lighting: LightingFeatures | None = None) -> Experts:

@@ -33,13 +33,7 @@ SWITCHES = {"bf16": ["trainer.precision=bf16-mixed"], "channels_last": ["model.c
             "compile": ["model.compile=true", "model.compile_backend=aot_eager"]}
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Many small ops: one thread avoids OpenMP oversubscription stalls on busy CI machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 class BatchRecorder(pl.Callback):

@@ -3,17 +3,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import hydra
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
-from helpers import compose_config
+from helpers import compose_config, fit_on_batches
 from test_configs import instantiate_everything
-from torch.utils.data import DataLoader
 
 from swaplab.models.fsgan import STAGES, interpolate_views, landmark_heatmaps
 from swaplab.models.fsgan.pipeline import half_resolution, random_holes
@@ -47,29 +43,7 @@ STAGE_TERMS = {"segmentation": {"seg_ce"},
                "blending": {"blend_pix", "blend_id", "blend_attr", "blend_adv"}}
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def fit(model: pl.LightningModule, batch: dict[str, torch.Tensor], steps: int, ckpt: Path | None = None
-        ) -> list[dict[str, float]]:
-    """Train on one fixed batch through the module's own training_step; the logged values of every step."""
-    history: list[dict[str, float]] = []
-
-    class Record(pl.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            history.append({k: float(v) for k, v in trainer.callback_metrics.items()})
-
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, callbacks=[Record()],
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(model, train_dataloaders=DataLoader([batch], batch_size=None))
-    if ckpt is not None:
-        trainer.save_checkpoint(ckpt)
-    return history
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def synthetic_batch(cfg, indices: list[int]) -> dict[str, torch.Tensor]:
@@ -176,7 +150,7 @@ def test_every_stage_trains_from_its_experiment_and_the_last_checkpoint_swaps(tm
         assert sorted(objects["experts"].describe()) == sorted(model.required_experts)
         frozen = {n: {k: v.clone() for k, v in model.generator[n].state_dict().items()} for n in STAGES if n != stage}
         batch = synthetic_batch(cfg, [0, 3])
-        history = fit(model, batch, steps=1, ckpt=tmp_path / f"{stage}.ckpt")
+        history = fit_on_batches(model, [batch], steps=1, ckpt=tmp_path / f"{stage}.ckpt")
         logged = {k.removeprefix("train/g/") for k in history[-1] if k.startswith("train/g/")}
         assert logged == STAGE_TERMS[stage] | {"total", "total_pbar"}
         assert all(np.isfinite(v) for v in history[-1].values())
@@ -213,7 +187,7 @@ def test_default_model_is_the_reenactment_stage_and_progressive_phase_runs_at_ha
     model, _ = build_model(cfg)
     sizes = []
     model.generator.reenactment.register_forward_hook(lambda m, args, out: sizes.append(out.shape[-1]))
-    history = fit(model, synthetic_batch(cfg, [0, 1]), steps=2)
+    history = fit_on_batches(model, [synthetic_batch(cfg, [0, 1])], steps=2)
     assert sizes == [16, 16, 32, 32] and len(history) == 2  # 2 steps x 2 reenactment steps
 
 
@@ -227,7 +201,7 @@ def test_reenactment_overfits_one_same_identity_batch(tmp_path):
     model, _ = build_model(cfg)
     batch = synthetic_batch(cfg, [0, 1])
     assert batch["same"].all() and not batch["same_image"].any()
-    history = fit(model, batch, steps=200)
+    history = fit_on_batches(model, [batch], steps=200)
     first, last = history[0]["train/g/reenact_pix"], min(h["train/g/reenact_pix"] for h in history[-10:])
     assert last < first / 5, (first, last)
 

@@ -27,13 +27,7 @@ HEAR_TINY = [o for o in TINY if not o.startswith("model.")] + ["model=faceshifte
 QUIET = ["logger=none", "trainer.val_check_interval=100"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    """Many small ops: one thread avoids OpenMP oversubscription stalls on busy CI machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,10 @@ from pathlib import Path
 
 import hydra
 import pytest
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from helpers import compose_config
+from helpers import compose_config, fit_on_batches
 from torch import nn
-from torch.utils.data import DataLoader
 
 from swaplab.experts import Experts, FaceCoefficients
 from swaplab.models.hififace import HifiFace, HifiFaceGenerator, fuse_coefficients, shape_aware_identity
@@ -36,13 +34,7 @@ TINY_HIFIFACE = [
 PAPER_WEIGHTS = {"adv": 1.0, "shape": 0.5, "id": 5.0, "rec": 20.0, "cyc": 1.0, "lpips": 5.0, "seg": 100.0, "gp": 1.0}
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Many small ops: one thread avoids OpenMP oversubscription stalls on busy CI machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_model(tmp_path: Path, *overrides: str) -> tuple[HifiFace, dict[str, torch.Tensor]]:
@@ -52,20 +44,6 @@ def tiny_model(tmp_path: Path, *overrides: str) -> tuple[HifiFace, dict[str, tor
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
     return model, datamodule.train_set.__getitems__([0, 1])
-
-
-def fit(model: HifiFace, batch: dict[str, torch.Tensor], steps: int) -> list[dict[str, float]]:
-    """Train on one fixed batch with Lightning (the module's own training_step); logged values per step."""
-    history: list[dict[str, float]] = []
-
-    class Record(pl.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            history.append({k: float(v) for k, v in trainer.callback_metrics.items()})
-
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, callbacks=[Record()],
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(model, train_dataloaders=DataLoader([batch], batch_size=None))
-    return history
 
 
 # ---- generator -----------------------------------------------------------------------------------
@@ -170,7 +148,7 @@ def test_overfitting_same_pairs_cuts_reconstruction_5x_and_cycle_returns(tmp_pat
 
     model.eval()
     before = cycle_error()
-    history = fit(model, batch, steps=120)
+    history = fit_on_batches(model, [batch], steps=120)
     rec = [h["train/g/rec"] for h in history]
     first, last = rec[0], sum(rec[-3:]) / 3
     assert len(rec) == 120 and first / last >= 5, f"reconstruction only went from {first:.4f} to {last:.4f}"
@@ -194,7 +172,7 @@ def test_shape_loss_step_changes_generator_but_not_3dmm_or_arcface(tmp_path):
     model.generator.zero_grad(set_to_none=True)
 
     before = copy.deepcopy(model.generator.state_dict())
-    history = fit(model, batch, steps=1)
+    history = fit_on_batches(model, [batch], steps=1)
     assert history[0]["train/g/total"] == pytest.approx(0.5 * history[0]["train/g/shape"], rel=1e-5)
     after = model.generator.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before), "the generator did not change"

@@ -18,12 +18,7 @@ from swaplab.metrics import METRICS, SwapRecord, build_metrics, frechet_distance
 # Data and experts are imported inside the tests: the DDP test's spawned processes import this module.
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def faces(n: int, identities: int, per_identity: int = 1, resolution: int = 32) -> dict[str, torch.Tensor]:

@@ -30,13 +30,7 @@ def _frontal(gen: SyntheticFaces, n: int, yaw: float = 0.0, seed_index: int = 0)
     return gen.render(p)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Many small ops: one thread avoids OpenMP oversubscription stalls on busy CI machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
