@@ -104,19 +104,17 @@ def bare_step_fn(model: pl.LightningModule, batch: dict, device: torch.device, p
     opt_g = model.optimizer_g(model.generator.parameters())
     opt_d = model.optimizer_d(model.discriminator.parameters()) if model.discriminator is not None else None
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
-    # FSGAN reads the batch's ground truth through this context inside its own training_step
-    using = getattr(model, "_using", lambda _batch: contextlib.nullcontext())
 
     def step() -> None:
-        with autocast(device, precision), using(batch):
-            out = model.generate(batch["source"], batch["target"], model.generator)
+        with autocast(device, precision):
+            out = model.generate_batch(batch, model.generator)
             with frozen(model.discriminator):
                 g_total, _ = model.g_loss(model.generator_losses(batch, out))
         scaler.scale(g_total).backward()
         scaler.step(opt_g)
         opt_g.zero_grad(set_to_none=True)
         if opt_d is not None:
-            with autocast(device, precision), using(batch):
+            with autocast(device, precision):
                 d_total, _ = model.d_loss(model.discriminator_losses(batch, out.detach()))
             scaler.scale(d_total).backward()
             scaler.step(opt_d)

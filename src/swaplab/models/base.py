@@ -120,6 +120,11 @@ class SwapGAN(pl.LightningModule):
     def generate(self, source: torch.Tensor, target: torch.Tensor, generator: nn.Module) -> SwapOutput:
         raise NotImplementedError
 
+    def generate_batch(self, batch: Batch, generator: nn.Module) -> SwapOutput:
+        """The swap of a training / validation batch. A method that uses more of the batch than its two images
+        (FSGAN: ground-truth landmarks, poses and masks) overrides this."""
+        return self.generate(batch["source"], batch["target"], generator)
+
     def generator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
@@ -201,7 +206,7 @@ class SwapGAN(pl.LightningModule):
         opt_g, opt_d = self._optimizer_pair()
         accumulate = self.accumulate_grad_batches
         update = (batch_idx + 1) % accumulate == 0  # accumulate=1: every batch
-        out = self.generate(batch["source"], batch["target"], self.generator)
+        out = self.generate_batch(batch, self.generator)
 
         with self.toggled_optimizer(opt_g):
             g_total, g_logs = self.g_loss(_fp32(self.generator_losses(batch, out)))
@@ -243,7 +248,7 @@ class SwapGAN(pl.LightningModule):
             torch._foreach_copy_(ema_buffers, buffers)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        out = self.forward(batch["source"], batch["target"])
+        out = self.generate_batch(batch, self.inference_generator)
         _, logs = self.g_loss(self.generator_losses(batch, out))
         self.log_dict({f"val/g/{k}": v for k, v in logs.items()}, on_epoch=True, sync_dist=True,
                       batch_size=batch["target"].shape[0])

@@ -21,11 +21,10 @@ and for labels Gs (the parser expert for Gs's own training labels).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -100,7 +99,6 @@ class FSGAN(SwapGAN):
             self.generator_ema.load_state_dict(generator.state_dict())
         self.optimizer_g = functools.partial(_optimize_only, self.optimizer_g, generator[stage])
         self.adversarial = AdversarialLoss("lsgan")
-        self._step: dict[str, Any] = {}  # this step's batch and phase, set only inside training/validation_step
 
     def train(self, mode: bool = True) -> FSGAN:
         super().train(mode)
@@ -111,46 +109,42 @@ class FSGAN(SwapGAN):
         return self
 
     # ---- the batch's ground truth, else the experts ---------------------------------------------
-    @contextlib.contextmanager
-    def _using(self, batch: Batch, global_only: bool = False) -> Iterator[None]:
-        self._step = {"batch": batch, "global_only": global_only}
-        try:
-            yield
-        finally:
-            self._step = {}
-
-    def _ground_truth(self, images: torch.Tensor, key: str) -> torch.Tensor | None:
-        batch = self._step.get("batch") or {}
+    @staticmethod
+    def _ground_truth(images: torch.Tensor, key: str, truth: Batch | None) -> torch.Tensor | None:
+        """`<side>_<key>` of the batch `truth` when `images` is that batch's `<side>` tensor itself."""
         for side in ("source", "target"):
-            if batch.get(side) is images and f"{side}_{key}" in batch:
-                return batch[f"{side}_{key}"]
+            if truth is not None and truth.get(side) is images and f"{side}_{key}" in truth:
+                return truth[f"{side}_{key}"]
         return None
 
-    def landmarks(self, images: torch.Tensor) -> torch.Tensor:
-        found = self._ground_truth(images, "landmarks")
+    def landmarks(self, images: torch.Tensor, truth: Batch | None = None) -> torch.Tensor:
+        found = self._ground_truth(images, "landmarks", truth)
         return found.to(images.dtype) if found is not None else dlib_landmarks(self.experts.landmarks, images)
 
     @torch.no_grad()
-    def pose(self, images: torch.Tensor) -> torch.Tensor:
-        found = self._ground_truth(images, "pose")
+    def pose(self, images: torch.Tensor, truth: Batch | None = None) -> torch.Tensor:
+        found = self._ground_truth(images, "pose", truth)
         return found.to(images.dtype) if found is not None else self.experts.pose(images)
 
     @torch.no_grad()
-    def labels(self, images: torch.Tensor, segmenter: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def labels(self, images: torch.Tensor, segmenter: Callable[[torch.Tensor], torch.Tensor],
+               truth: Batch | None = None) -> torch.Tensor:
         """B x H x W labels (background / face / hair): the batch's `*_mask`, else segmenter(images) arg-max."""
-        found = self._ground_truth(images, "mask")
+        found = self._ground_truth(images, "mask", truth)
         return found.long() if found is not None else segmenter(images).argmax(1)
 
     def parser_logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.experts.parsing.group_masks(self.experts.parsing(images))
 
     # ---- the stages ------------------------------------------------------------------------------
-    def _run(self, generator: FSGANGenerators, stage: str, x: torch.Tensor) -> torch.Tensor:
-        """One generator; a frozen one runs without a graph, the training one as the phase wants."""
+    def _run(self, generator: FSGANGenerators, stage: str, x: torch.Tensor, global_only: bool = False
+             ) -> torch.Tensor:
+        """One generator; a frozen one runs without a graph, the training one (`global_only`: the progressive
+        phase's global U-Net alone) with one."""
         if stage != self.stage or not torch.is_grad_enabled():
             with torch.no_grad():
                 return generator[stage](x)
-        return generator[stage](x, global_only=True) if self._step.get("global_only") else generator[stage](x)
+        return generator[stage](x, global_only=True) if global_only else generator[stage](x)
 
     def steps_for(self, source_pose: torch.Tensor, target_pose: torch.Tensor) -> int:
         if self.max_step_angle is None:
@@ -158,47 +152,60 @@ class FSGAN(SwapGAN):
         largest = float((target_pose - source_pose).abs().max()) if source_pose.numel() else 0.0
         return max(1, min(self.num_steps, math.ceil(largest / self.max_step_angle)))
 
-    def reenact(self, generator: FSGANGenerators, source: torch.Tensor, target: torch.Tensor
+    def reenact(self, generator: FSGANGenerators, source: torch.Tensor, target: torch.Tensor,
+                truth: Batch | None = None, global_only: bool = False
                 ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Stepwise reenactment: (the image of every step, Gr's segmentation logits of the last, angle path)."""
-        source_pose, target_pose = self.pose(source), self.pose(target)
+        source_pose, target_pose = self.pose(source, truth), self.pose(target, truth)
         steps = self.steps_for(source_pose, target_pose)
-        points = interpolate_views(self.landmarks(source), self.landmarks(target), steps)
+        points = interpolate_views(self.landmarks(source, truth), self.landmarks(target, truth), steps)
         angles = interpolate_views(source_pose, target_pose, steps)
         sigma = self.heatmap_sigma * source.shape[-1] / 256
         image, images = source, []
         for j in range(1, steps + 1):
-            out = self._run(generator, "reenactment", torch.cat([image, landmark_heatmaps(points[j], source.shape[-1],
-                                                                                          sigma)], dim=1))
+            heatmaps = landmark_heatmaps(points[j], source.shape[-1], sigma)
+            out = self._run(generator, "reenactment", torch.cat([image, heatmaps], dim=1), global_only)
             image, seg_logits = out[:, :3], out[:, 3:]
             images.append(image)
         return images, seg_logits, angles
 
     def generate(self, source: torch.Tensor, target: torch.Tensor, generator: nn.Module) -> SwapOutput:
+        return self.swap_path(source, target, generator)
+
+    def generate_batch(self, batch: Batch, generator: nn.Module) -> SwapOutput:
+        """With the batch's ground truth; the progressive phase trains the global U-Net alone."""
+        progressive = self.training and self.global_step < self.progressive_steps
+        return self.swap_path(batch["source"], batch["target"], generator, batch, progressive)
+
+    def swap_path(self, source: torch.Tensor, target: torch.Tensor, generator: nn.Module,
+                  truth: Batch | None = None, global_only: bool = False) -> SwapOutput:
         """The pipeline up to this model's stage: Gs alone (no swap: returns the target), reenactment (the
-        reenacted source), inpainting (the completed face pasted by the target's face mask) or blending."""
+        reenacted source), inpainting (the completed face pasted by the target's face mask) or blending.
+        `truth`: a batch whose ground truth (landmarks, pose, masks) replaces the experts' estimates."""
         if self.stage == "segmentation":
-            logits = self._run(generator, "segmentation", torch.cat([source, target]))
+            logits = self._run(generator, "segmentation", torch.cat([source, target]), global_only)
             return SwapOutput(target, {"seg_logits": logits})
-        images, seg_logits, angles = self.reenact(generator, source, target)
+        images, seg_logits, angles = self.reenact(generator, source, target, truth, global_only)
         extras: dict[str, Any] = {"steps": images, "seg_logits": seg_logits, "angles": angles}
         if self.stage == "reenactment":
             return SwapOutput(images[-1], extras | {"adv_fake": images[-1], "adv_real": target})
         segment = generator.segmentation
         reenacted = images[-1].detach()
         reenacted_face = face_mask(self.labels(reenacted, segment))
-        target_face = face_mask(self.labels(target, segment))
+        target_face = face_mask(self.labels(target, segment, truth))
         if self.training and self.stage == "inpainting":
             reenacted_face &= ~random_holes(reenacted_face)
         holed = reenacted.masked_fill(~reenacted_face, -1.0)
-        inpainted = self._run(generator, "inpainting", torch.cat([holed, target_face.to(holed.dtype)], dim=1))
+        inpainted = self._run(generator, "inpainting", torch.cat([holed, target_face.to(holed.dtype)], dim=1),
+                              global_only)
         swapped = transfer(inpainted, target, target_face)
         extras |= {"inpainted": inpainted, "target_face": target_face}
         if self.stage == "inpainting":
             real = target.masked_fill(~target_face, -1.0)
             return SwapOutput(swapped, extras | {"adv_fake": inpainted, "adv_real": real, "inpainting_target": real})
         swapped = swapped.detach()
-        blended = self._run(generator, "blending", torch.cat([swapped, target, target_face.to(target.dtype)], dim=1))
+        blended = self._run(generator, "blending", torch.cat([swapped, target, target_face.to(target.dtype)], dim=1),
+                            global_only)
         return SwapOutput(blended, extras | {"transfer": swapped, "adv_fake": blended, "adv_real": target})
 
     # ---- losses ----------------------------------------------------------------------------------
@@ -229,13 +236,14 @@ class FSGAN(SwapGAN):
     def generator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:
         extras, target, same = out.extras, batch["target"], batch["same"]
         if self.stage == "segmentation":
-            labels = self.labels(batch["source"], self.parser_logits), self.labels(target, self.parser_logits)
+            labels = (self.labels(batch["source"], self.parser_logits, batch),
+                      self.labels(target, self.parser_logits, batch))
             return {"seg_ce": F.cross_entropy(extras["seg_logits"], torch.cat(labels))}
         prefix = STAGE_PREFIX[self.stage]
         adv = {prefix + "adv": self.adversarial.generator(self.discriminator(extras["adv_fake"]))}
         if self.stage == "reenactment":
             steps = extras["steps"]
-            labels = self.labels(target, self.generator.segmentation)
+            labels = self.labels(target, self.generator.segmentation, batch)
             seg = F.cross_entropy(extras["seg_logits"], labels, reduction="none").flatten(1).mean(1)
             return self.reconstruction_terms(prefix, torch.cat(steps), target, same, len(steps)) | adv | {
                 "reenact_seg": masked_mean(seg, same)}
@@ -249,13 +257,7 @@ class FSGAN(SwapGAN):
         return self.adversarial.discriminator(self.discriminator(extras["adv_real"]),
                                               self.discriminator(extras["adv_fake"]))
 
-    # ---- steps: the batch's ground truth reaches `generate` through `_using` -----------------------
     def training_step(self, batch: Batch, batch_idx: int) -> None:
-        progressive = self.global_step < self.progressive_steps
-        batch = half_resolution(batch) if progressive else batch
-        with self._using(batch, global_only=progressive):
-            super().training_step(batch, batch_idx)
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        with self._using(batch):
-            super().validation_step(batch, batch_idx)
+        if self.global_step < self.progressive_steps:  # progressive 128 -> 256: half resolution first
+            batch = half_resolution(batch)
+        super().training_step(batch, batch_idx)
