@@ -106,3 +106,13 @@ def fit_on_batches(model, batches: list[dict], steps: int, ckpt: Path | None = N
     if ckpt is not None:
         trainer.save_checkpoint(ckpt)
     return history
+
+
+def load_benchmark(name: str):
+    """The module of `experiments/benchmarks/<name>.py` (scripts, not a package), to call its `main(argv)`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "experiments" / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

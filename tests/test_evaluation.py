@@ -5,7 +5,6 @@ markdown table, PNG), the protocol configs, and the throughput benchmark's --tin
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, TINY, compose_config, read_metrics, run_cli
+from helpers import ROOT, TINY, compose_config, load_benchmark, read_metrics, run_cli
 from PIL import Image
 from test_configs import HIFIFACE_TINY, instantiate_everything
 from test_ffpp import PAIRS, VIDEOS, expected_samples, write_video
@@ -160,9 +159,7 @@ def test_protocol_options_compose_build_and_run(option, tmp_path):
 
 
 def test_benchmark_tiny_reports_throughput(capsys):
-    spec = importlib.util.spec_from_file_location("bench_evaluation", ROOT / "experiments/benchmarks/evaluation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("evaluation")
     result = module.main(["--tiny", "--device", "cpu"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["swaps"] == 16 and printed["swaps_per_second"] == result["swaps_per_second"] > 0

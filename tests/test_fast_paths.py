@@ -3,14 +3,13 @@ with finite losses; the training-step benchmark's tiny mode prints the documente
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import CONF, ROOT, TINY, compose_config
+from helpers import CONF, TINY, compose_config, load_benchmark
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 from test_configs import HIFIFACE_TINY
@@ -118,9 +117,7 @@ def test_bad_accumulation_fails_at_construction(tmp_path):
 
 
 def test_train_step_benchmark_tiny_prints_the_documented_keys(capsys):
-    spec = importlib.util.spec_from_file_location("bench_train_step", ROOT / "experiments/benchmarks/train_step.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("train_step")
     result = module.main(["--tiny", "--device", "cpu", "--steps", "2"])
     printed = json.loads(capsys.readouterr().out)
     assert set(module.KEYS) <= set(printed) and printed["images_per_second"] == result["images_per_second"] > 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -12,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, TINY, compose_config, run_cli
+from helpers import TINY, compose_config, load_benchmark, run_cli
 from skimage.data import astronaut
 
 from swaplab.data.templates import get_template
@@ -200,9 +199,7 @@ def test_swap_cli_on_photos_and_videos(checkpoint, tmp_path):
 
 
 def test_inference_benchmark_tiny_reports_json(capsys):
-    spec = importlib.util.spec_from_file_location("bench_inference", ROOT / "experiments/benchmarks/inference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("inference")
     result = module.main(["--tiny", "--device", "cpu"])
     printed = json.loads(capsys.readouterr().out)
     assert printed == result and printed["generator"]["swaps"] == 16 and printed["generator"]["swaps_per_second"] > 0
