@@ -100,7 +100,7 @@ def fit_on_batches(model, batches: list[dict], steps: int, ckpt: Path | None = N
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             history.append({k: float(v) for k, v in trainer.callback_metrics.items()})
 
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, callbacks=[Record()],
+    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, callbacks=[Record()], log_every_n_steps=1,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None))
     if ckpt is not None:

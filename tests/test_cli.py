@@ -77,7 +77,7 @@ def test_multirun_over_a_loss_weight_makes_two_runs(tmp_path):
         assert (run / "csv" / "metrics.csv").is_file()
 
 
-def test_ddp_on_two_cpu_processes_shards_the_data(tmp_path):
+def test_ddp_on_two_cpu_processes_shards_the_data_and_keeps_weights_equal(tmp_path):
     run_cli("train.py", *TINY, "trainer=ddp_sim", "callbacks=[last_checkpoint,record_samples]", "logger=csv",
             "trainer.max_steps=3", "trainer.val_check_interval=2", f"hydra.run.dir={tmp_path}",
             "callbacks.last_checkpoint.every_n_train_steps=3")
@@ -88,6 +88,8 @@ def test_ddp_on_two_cpu_processes_shards_the_data(tmp_path):
         assert rank0["step"] == rank1["step"]
         assert len(rank0["index"]) == len(rank1["index"]) == 2  # global batch 4 over 2 processes
         assert not set(rank0["index"]) & set(rank1["index"])
+        assert rank0["weights"] == pytest.approx(rank1["weights"], rel=1e-9)  # different data, averaged gradients
+    assert len({round(s["weights"], 6) for s in seen[0]}) == 3  # and the weights do change
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 

@@ -204,7 +204,7 @@ def trained():
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append({k: float(v) for k, v in trainer.callback_metrics.items()})
 
-    trainer = pl.Trainer(max_steps=150, accelerator="cpu", logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_steps=150, accelerator="cpu", logger=False, enable_checkpointing=False, log_every_n_steps=1,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
     batches = [{k: v[i : i + 8] for k, v in pool.items()} for i in range(0, 32, 8)]
     torch.manual_seed(0)

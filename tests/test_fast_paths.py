@@ -25,7 +25,7 @@ FAST_FACESWAP_TINY = ["model=fast_faceswap", "data.resolution=32", "data.batch_s
                       f"model.generator.join_channels=[{','.join(map(str, SMALL_NET['join_channels']))}]"]
 METHODS = {"faceshifter": TINY, "hififace": HIFIFACE_TINY, "fsgan": ["model=fsgan", *TINY_FSGAN],
            "fast_faceswap": FAST_FACESWAP_TINY}
-QUIET = ["logger=none", "callbacks=none", "trainer.val_check_interval=100", "+trainer.enable_progress_bar=false",
+QUIET = ["logger=none", "callbacks=none", "trainer.val_check_interval=100", "trainer.log_every_n_steps=1", "+trainer.enable_progress_bar=false",
          "trainer.enable_model_summary=false"]
 SWITCHES = {"bf16": ["trainer.precision=bf16-mixed"], "channels_last": ["model.channels_last=true"],
             "fused_adam": ["+model.optimizer_g.fused=true"],
@@ -116,13 +116,27 @@ def test_bad_accumulation_fails_at_construction(tmp_path):
         build_model(compose_config("train", tmp_path, [*TINY, "model.accumulate_grad_batches=0"]))
 
 
-def test_train_step_benchmark_tiny_prints_the_documented_keys(capsys):
+# hififace: FLOPs counted through its R1 penalty's autograd.grad; faceshifter_hear: a random AEI-Net checkpoint
+@pytest.mark.parametrize("model", ["faceshifter", "hififace", "faceshifter_hear"])
+def test_train_step_benchmark_tiny_prints_the_documented_keys(model, capsys):
     module = load_benchmark("train_step")
-    result = module.main(["--tiny", "--device", "cpu", "--steps", "2"])
+    result = module.main(["--tiny", "--model", model, "--device", "cpu", "--steps", "2", "--warmup", "1"])
     printed = json.loads(capsys.readouterr().out)
     assert set(module.KEYS) <= set(printed) and printed["images_per_second"] == result["images_per_second"] > 0
     assert printed["bare_images_per_second"] > 0 and printed["flops_per_step"] > printed["flops_per_swap"] > 0
     assert printed["mfu"] is None  # CPU: no peak-FLOPs figure
+
+
+def test_flop_count_matches_a_convolution_by_hand():
+    counter = load_benchmark("train_step").FlopCount
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    x = torch.randn(2, 3, 16, 16, requires_grad=True)
+    with counter() as forward:
+        y = conv(x)
+    assert forward.total == 2 * (2 * 16 * 16) * 8 * (3 * 3 * 3)  # 2 FLOPs per multiply-add
+    with counter() as backward:
+        torch.autograd.grad(y.square().sum(), x, create_graph=True)  # double-backward-ready, as R1 runs it
+    assert backward.total == forward.total  # the input gradient: one transposed convolution
 
 
 def test_slurm_launcher_takes_nodes_and_gpus_from_the_trainer():

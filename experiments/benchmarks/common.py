@@ -17,6 +17,21 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 TINY = ["data.resolution=32", "model.generator.base_channels=8", "model.generator.max_channels=32",
         "model.discriminator.base_channels=8", "model.discriminator.max_channels=32",
         "model.discriminator.num_layers=2", "experts.identity.widths=[8,16,32,32]", "experts.identity.input_size=32"]
+_FSGAN_NETS = [f"model.generator.{net}.{key}={value}" for net in ("reenactment", "inpainting", "blending")
+               for key, value in (("base_channels", 4), ("max_channels", 16), ("flat_blocks", "[1,0,1,1]"))]
+# the same for each method (train_step.py --tiny --model M)
+TINY_MODELS = {
+    "faceshifter": TINY,
+    "faceshifter_hear": [*TINY[:1], *TINY[-2:], "model.generator.widths=[8,16,32]"],
+    "hififace": [*(o for o in TINY if not o.startswith("model.discriminator.num_layers")),
+                 "experts.face3d.input_size=32", "experts.parsing.input_size=32"],
+    "fsgan": ["data.resolution=32", "experts.pose.input_size=32", "experts.parsing.input_size=32",
+              "model.generator.segmentation.widths=[4,8,16]", "model.discriminator.base_channels=4",
+              "model.discriminator.max_channels=8", "model.discriminator.num_layers=2", *_FSGAN_NETS],
+    "fast_faceswap": ["data.resolution=32", "data.train.num_identities=4", "data.train.images_per_identity=2",
+                      "model.style_set.num_images=4", "model.n_best=2", "model.generator.branch_channels=8",
+                      "model.generator.join_channels=[16,16,16]"],
+}
 
 
 def train_config(overrides: list[str]) -> DictConfig:

@@ -3,13 +3,14 @@ loop doing the same updates on the same networks and batch (the framework overhe
 (torch.utils.flop_counter) and, on a GPU, the model FLOP utilisation against the device's bf16 dense peak.
 Prints one JSON object with the keys in KEYS.
 
-    .venv/bin/python experiments/benchmarks/train_step.py --tiny                      # seconds on a CPU (tests)
+    .venv/bin/python experiments/benchmarks/train_step.py --tiny --model hififace --steps 40   # CPU, tiny networks
     .venv/bin/python experiments/benchmarks/train_step.py --model faceshifter --override experiment=faceshifter_paper \
         --batch-size 16 --precision bf16-mixed                                        # the paper config on a GPU
     .venv/bin/python experiments/benchmarks/train_step.py --model fsgan --override model.stage=inpainting \
         model.channels_last=true model.compile=true                                   # a stage, with fast paths
 
-Random expert weights (the speed does not depend on them); synthetic faces. Timed after --warmup steps.
+Random expert weights (the speed does not depend on them); synthetic faces. Bare and Lightning steps alternate
+batch by batch after --warmup steps; the medians are reported.
 """
 
 from __future__ import annotations
@@ -17,26 +18,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TINY, machine, pick_device, synchronize, train_config  # noqa: E402
+from common import TINY_MODELS, machine, pick_device, synchronize, train_config  # noqa: E402
 
+from swaplab.models.base import without_gradients  # noqa: E402
 from swaplab.models.loading import build_model  # noqa: E402
 
 # bf16 dense tensor-core peaks (FLOP/s) from the vendors' data sheets (SXM parts; PCIe H100: 756e12)
 PEAK_BF16_FLOPS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12}
-KEYS = ("machine", "model", "overrides", "resolution", "batch_size", "precision", "steps", "images_per_second", "step_seconds",
-        "bare_images_per_second", "bare_step_seconds", "framework_overhead_percent", "flops_per_step",
+KEYS = ("machine", "model", "overrides", "resolution", "batch_size", "precision", "steps",
+        "images_per_second", "step_seconds", "bare_images_per_second", "bare_step_seconds", "framework_overhead_percent", "flops_per_step",
         "flops_per_swap", "achieved_flops_per_second", "peak_flops", "mfu", "params")
 
 
@@ -45,58 +50,61 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="faceshifter")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=10, help="timed training steps (after the warm-up)")
+    parser.add_argument("--steps", type=int, default=20,
+                        help="timed steps of each kind, interleaved (after the warm-up); medians are reported")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--tiny", action="store_true", help="32x32 tiny networks, batch 4 (tests)")
+    parser.add_argument("--tiny", action="store_true", help="32x32 tiny networks, batch 4 (CPU; tests)")
     parser.add_argument("--override", nargs="*", default=[], help="extra train-config overrides")
     return parser.parse_args(argv)
 
 
-class StepTimer(pl.Callback):
-    """Wall time from the first timed batch's start to the last batch's end."""
+class InterleavedTimer(pl.Callback):
+    """Times a bare step and a Lightning step in turn, batch after batch, so that a slow spell of a shared machine
+    hits both sides alike. At each batch start it runs (and times) one bare step, then times the Lightning step
+    from there to the next batch start: the module's step plus the loop, hooks and data fetch around it."""
 
-    def __init__(self, warmup: int, device: torch.device) -> None:
-        self.warmup, self.device, self.start, self.end = warmup, device, 0.0, 0.0
+    def __init__(self, bare_step, warmup: int, device: torch.device) -> None:
+        self.bare_step, self.warmup, self.device = bare_step, warmup, device
+        self.bare: list[float] = []
+        self.lightning: list[float] = []
+        self._lightning_start: float | None = None
+
+    def _now(self) -> float:
+        synchronize(self.device)
+        return time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if batch_idx == self.warmup:
-            synchronize(self.device)
-            self.start = time.perf_counter()
+        now = self._now()
+        if self._lightning_start is not None and batch_idx > self.warmup:
+            self.lightning.append(now - self._lightning_start)
+        self.bare_step()
+        end = self._now()
+        if batch_idx >= self.warmup:
+            self.bare.append(end - now)
+        self._lightning_start = end
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        synchronize(self.device)
-        self.end = time.perf_counter()
+    def on_train_end(self, trainer, pl_module):
+        self.lightning.append(self._now() - self._lightning_start)  # the last step
 
 
-def lightning_seconds(model: pl.LightningModule, batch: dict, args: argparse.Namespace, device: torch.device
-                      ) -> float:
-    timer = StepTimer(args.warmup, device)
-    trainer = pl.Trainer(max_steps=args.warmup + args.steps, accelerator=device.type, devices=1,
-                         precision=args.precision, logger=False, callbacks=[timer], enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(model, train_dataloaders=DataLoader([batch] * (args.warmup + args.steps), batch_size=None))
-    return (timer.end - timer.start) / args.steps
+def interleaved_seconds(model: pl.LightningModule, batch: dict, bare_step, args: argparse.Namespace,
+                        device: torch.device) -> tuple[float, float]:
+    """Median seconds per step: (bare loop, Lightning)."""
+    timer = InterleavedTimer(bare_step, args.warmup, device)
+    steps = args.warmup + args.steps
+    trainer = pl.Trainer(max_steps=steps, accelerator=device.type, devices=1, precision=args.precision,
+                         logger=False, callbacks=[timer], enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, train_dataloaders=DataLoader([batch] * steps, batch_size=None))
+    return statistics.median(timer.bare), statistics.median(timer.lightning)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     if precision == "32-true":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16-mixed" else torch.float16)
-
-
-@contextlib.contextmanager
-def frozen(module: torch.nn.Module | None) -> Iterator[None]:
-    """Parameters of `module` without gradients for the block (what Lightning's toggled optimizer does)."""
-    params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 def bare_step_fn(model: pl.LightningModule, batch: dict, device: torch.device, precision: str):
@@ -108,7 +116,7 @@ def bare_step_fn(model: pl.LightningModule, batch: dict, device: torch.device, p
     def step() -> None:
         with autocast(device, precision):
             out = model.generate_batch(batch, model.generator)
-            with frozen(model.discriminator):
+            with without_gradients(model.discriminator):
                 g_total, _ = model.g_loss(model.generator_losses(batch, out))
         scaler.scale(g_total).backward()
         scaler.step(opt_g)
@@ -124,21 +132,27 @@ def bare_step_fn(model: pl.LightningModule, batch: dict, device: torch.device, p
     return step
 
 
-def timed(step, steps: int, warmup: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    return (time.perf_counter() - start) / steps
+class FlopCount(TorchDispatchMode):
+    """Total FLOPs of the ops run inside, by torch.utils.flop_counter's formulas. FlopCounterMode itself tracks
+    modules with autograd hooks that fail inside torch.autograd.grad (HifiFace's R1 penalty)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.formulas, self.total = FlopCounterMode(display=False).flop_registry, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = self.formulas.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
 
 
 def count_flops(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
+    with FlopCount() as counter:
         fn()
-    return counter.get_total_flops()
+    return counter.total
 
 
 def peak_flops(device: torch.device) -> float | None:
@@ -148,14 +162,30 @@ def peak_flops(device: torch.device) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
+def random_aei_checkpoint(resolution: int, tiny: list[str]) -> Path:
+    """A FaceShifter checkpoint with random weights: HEAR-Net's frozen AEI-Net (its speed needs no training)."""
+    sizes = [o for o in TINY_MODELS["faceshifter"] if not o.startswith("data.")] if tiny else []
+    cfg = train_config(["model=faceshifter", "experts=random", f"data.resolution={resolution}", *sizes])
+    model, experts = build_model(cfg)
+    path = Path(tempfile.mkdtemp(prefix="swaplab_bench_aei_")) / "aei.ckpt"
+    torch.save({"state_dict": model.state_dict(),
+                "swaplab": {"config": OmegaConf.to_container(cfg, resolve=True), "experts": experts.describe()}}, path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     if args.tiny:
-        args.resolution, args.batch_size, args.steps, args.warmup = 32, 4, min(args.steps, 3), 1
+        args.resolution, args.batch_size = 32, 4
     device = pick_device(args.device)
-    cfg = train_config([f"model={args.model}", "experts=random", f"data.resolution={args.resolution}",
-                        f"data.batch_size={args.batch_size}", "data.num_workers=0",
-                        *(TINY if args.tiny else []), *args.override])
+    if args.tiny and args.model not in TINY_MODELS:
+        raise SystemExit(f"--tiny knows {sorted(TINY_MODELS)}, not {args.model!r}")
+    tiny = TINY_MODELS[args.model] if args.tiny else []
+    overrides = [f"model={args.model}", "experts=random", f"data.resolution={args.resolution}",
+                 f"data.batch_size={args.batch_size}", "data.num_workers=0", *tiny, *args.override]
+    if args.model == "faceshifter_hear" and not any(o.startswith(("model.aei_ckpt=", "aei_ckpt=")) for o in overrides):
+        overrides.append(f"model.aei_ckpt={random_aei_checkpoint(args.resolution, tiny)}")
+    cfg = train_config(overrides)
     pl.seed_everything(0, verbose=False)
     model, experts = build_model(cfg)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
@@ -169,8 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     flops_per_step = count_flops(bare_step)
     with torch.no_grad(), autocast(device, args.precision):
         flops_per_swap = count_flops(lambda: model.generate(batch["source"], batch["target"], model.generator))
-    bare_seconds = timed(bare_step, args.steps, args.warmup, device)
-    step_seconds = lightning_seconds(model, batch, args, device)
+    bare_seconds, step_seconds = interleaved_seconds(model, batch, bare_step, args, device)
 
     peak = peak_flops(device)
     achieved = flops_per_step / step_seconds

@@ -2,9 +2,9 @@
 
 A method subclasses `SwapGAN` and defines `generate` (the swap), `generator_losses` and
 `discriminator_losses` (named, unweighted terms). The skeleton owns the step logic: manual optimization,
-the generator output computed once per step and detached for D, toggled-optimizer blocks, explicit
+the generator output computed once per step and detached for D, D frozen for the G loss, explicit
 scheduler steps, gradient clipping, a generator EMA, weighted sums from `loss_weights` and logging as
-`train/g/<term>` / `train/d/<term>`. `trainer.global_step` counts generator iterations: the D update is
+`train/g/<term>` / `train/d/<term>` on logging steps. `trainer.global_step` counts generator iterations: the D update is
 applied through the strategy so that it does not advance the step counter.
 
 Fast paths (config switches, off by default): `channels_last` memory format for G, D and the step's images,
@@ -15,9 +15,10 @@ Mixed precision is `trainer.precision` (Lightning autocasts training_step); loss
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,6 +33,19 @@ Batch = dict[str, torch.Tensor]
 log = logging.getLogger(__name__)
 # D terms that differentiate through D twice (R1 / gradient penalty): AOT autograd (torch.compile) cannot
 DOUBLE_BACKWARD_TERMS = ("gp", "r1")
+
+
+@contextlib.contextmanager
+def without_gradients(module: nn.Module | None) -> Iterator[None]:
+    """`module`'s trainable weights get no gradients inside the block (requires_grad restored after)."""
+    params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def _fp32(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -208,25 +222,27 @@ class SwapGAN(pl.LightningModule):
         update = (batch_idx + 1) % accumulate == 0  # accumulate=1: every batch
         out = self.generate_batch(batch, self.generator)
 
-        with self.toggled_optimizer(opt_g):
+        # D's weights get no gradients from the G loss; the D loss sees only detached swaps, so the generator needs
+        # no freezing. (Lightning's toggled_optimizer does the same by walking every optimizer's parameters.)
+        with without_gradients(self.discriminator):
             g_total, g_logs = self.g_loss(_fp32(self.generator_losses(batch, out)))
+        with self._averaged_gradients(opt_g, update):
             self.manual_backward(g_total / accumulate if accumulate > 1 else g_total)
-            if update:
-                self._clip(opt_g)
-                opt_g.step()
-                opt_g.zero_grad(set_to_none=True)
+        if update:
+            self._clip(opt_g)
+            opt_g.step()
+            opt_g.zero_grad(set_to_none=True)
 
         logs = {f"train/g/{k}": v for k, v in g_logs.items()}
         if opt_d is not None:
-            fake = out.detach()
-            with self.toggled_optimizer(opt_d):
-                d_total, d_logs = self.d_loss(_fp32(self.discriminator_losses(batch, fake)))
+            d_total, d_logs = self.d_loss(_fp32(self.discriminator_losses(batch, out.detach())))
+            with self._averaged_gradients(opt_d, update):
                 self.manual_backward(d_total / accumulate if accumulate > 1 else d_total)
-                if update:
-                    self._clip(opt_d)
-                    # Through the strategy (precision/AMP handled) but without advancing global_step.
-                    self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=lambda: None)
-                    opt_d.zero_grad(set_to_none=True)
+            if update:
+                self._clip(opt_d)
+                # Through the strategy (precision/AMP handled) but without advancing global_step.
+                self.trainer.strategy.optimizer_step(opt_d.optimizer, closure=lambda: None)
+                opt_d.zero_grad(set_to_none=True)
             logs.update({f"train/d/{k}": v for k, v in d_logs.items()})
 
         if update:
@@ -234,8 +250,25 @@ class SwapGAN(pl.LightningModule):
             for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
                 scheduler.step()
             self._update_ema()
-        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=batch["target"].shape[0])
-        self.log("train/g/total_pbar", g_logs["total"], prog_bar=True, logger=False)
+        if self._writes_logs_this_step():
+            self.log_dict(logs, on_step=True, on_epoch=False, batch_size=batch["target"].shape[0])
+            self.log("train/g/total_pbar", g_logs["total"], prog_bar=True, logger=False)
+
+    def _averaged_gradients(self, optimizer: Any, update: bool) -> contextlib.AbstractContextManager:
+        """Around the backward pass before `optimizer` steps: multi-process strategies without a DDP wrapper
+        (swaplab.strategies.GANDDPStrategy) average its gradients there."""
+        average = getattr(self.trainer.strategy, "averaged_gradients", None)
+        return average(optimizer.optimizer) if average is not None and update else contextlib.nullcontext()
+
+    def _writes_logs_this_step(self) -> bool:
+        """Whether the trainer writes this step's logs (every `trainer.log_every_n_steps`, and the last step).
+        Each `self.log` costs about a millisecond of Python on any device, so the steps whose values would be
+        dropped skip it (the progress bar's loss also updates on logging steps only)."""
+        trainer = self._trainer
+        if trainer is None or not hasattr(trainer, "_logger_connector"):
+            return True
+        last_step = 0 < trainer.max_steps <= self.global_step
+        return trainer._logger_connector.should_update_logs or last_step
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -1,0 +1,87 @@
+"""GANDDPStrategy's gradient averaging (two gloo processes on the CPU); the full DDP training run is in
+test_cli.py."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from swaplab.strategies import GANDDPStrategy, GradientAverager
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+        self.head = nn.Linear(4, 2)
+        self.rank0_only = nn.Linear(4, 2)  # used by one process: half its gradient after averaging
+        self.unused = nn.Linear(4, 2)  # used by none: keeps grad=None
+
+    def loss(self, x: torch.Tensor, use_rank0_only: bool) -> torch.Tensor:
+        features = self.conv(x).mean((2, 3))
+        loss = self.head(features).square().mean()
+        return loss + self.rank0_only(features).abs().mean() if use_rank0_only else loss
+
+
+def batches(rank: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(100 + rank)
+    return [torch.randn(2, 3, 6, 6, generator=generator).contiguous(memory_format=torch.channels_last)
+            for _ in range(2)]
+
+
+def _worker(rank: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    grads = {}
+    for bucket_mb in BUCKET_MB:
+        torch.manual_seed(0)
+        net = Net()
+        averager = GradientAverager(net.parameters(), bucket_mb=bucket_mb)
+        first, second = batches(rank)
+        net.loss(first, rank == 0).backward()  # an accumulated micro-batch: not averaged on its own
+        averager.arm()
+        net.loss(second, rank == 0).backward()
+        averager.finish()
+        grads[bucket_mb] = {name: p.grad for name, p in net.named_parameters()}
+    torch.save(grads, f"{out}{rank}.pt")
+    dist.destroy_process_group()
+
+
+BUCKET_MB = {0.0: 8, 25.0: 1}  # bucket size: number of buckets (one per weight tensor, or one for all)
+
+
+def test_gradient_averager_equals_the_mean_of_the_processes_gradients(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "grads")
+    mp.spawn(_worker, args=(port, out), nprocs=2, join=True)
+    averaged = [torch.load(f"{out}{rank}.pt") for rank in range(2)]
+
+    torch.manual_seed(0)
+    net = Net()
+    for rank in range(2):
+        for x in batches(rank):
+            (net.loss(x, rank == 0) / 2).backward()  # the mean over processes of each one's accumulated sum
+    for bucket_mb, num_buckets in BUCKET_MB.items():
+        assert len(GradientAverager(net.parameters(), bucket_mb=bucket_mb).buckets) == num_buckets
+        for name, p in net.named_parameters():
+            for rank in range(2):
+                got = averaged[rank][bucket_mb][name]
+                if name.startswith("unused"):
+                    assert got is None
+                else:
+                    torch.testing.assert_close(got, p.grad, rtol=1e-5, atol=1e-7)
+        assert averaged[0][bucket_mb]["conv.weight"].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_gan_ddp_strategy_rejects_ddp_wrapper_options():
+    with pytest.raises(ValueError, match="find_unused_parameters"):
+        GANDDPStrategy(find_unused_parameters=True)
+    assert GANDDPStrategy(bucket_cap_mb=5).bucket_cap_mb == 5
