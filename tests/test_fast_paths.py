@@ -117,14 +117,21 @@ def test_bad_accumulation_fails_at_construction(tmp_path):
 
 
 # hififace: FLOPs counted through its R1 penalty's autograd.grad; faceshifter_hear: a random AEI-Net checkpoint
-@pytest.mark.parametrize("model", ["faceshifter", "hififace", "faceshifter_hear"])
-def test_train_step_benchmark_tiny_prints_the_documented_keys(model, capsys):
+@pytest.mark.parametrize(("model", "flops_only"), [("faceshifter", False), ("hififace", False),
+                                                  ("faceshifter_hear", True)])
+def test_train_step_benchmark_tiny_prints_the_documented_keys(model, flops_only, capsys):
     module = load_benchmark("train_step")
-    result = module.main(["--tiny", "--model", model, "--device", "cpu", "--steps", "2", "--warmup", "1"])
+    result = module.main(["--tiny", "--model", model, "--device", "cpu", "--steps", "2", "--warmup", "1",
+                          *(["--flops-only"] if flops_only else [])])
     printed = json.loads(capsys.readouterr().out)
-    assert set(module.KEYS) <= set(printed) and printed["images_per_second"] == result["images_per_second"] > 0
-    assert printed["bare_images_per_second"] > 0 and printed["flops_per_step"] > printed["flops_per_swap"] > 0
+    assert set(module.KEYS) <= set(printed) and printed == result
+    assert printed["flops_per_image"] == printed["flops_per_step"] // 4 > printed["flops_per_swap"] > 0  # batch 4
     assert printed["mfu"] is None  # CPU: no peak-FLOPs figure
+    timing = ("images_per_second", "bare_images_per_second", "step_seconds", "framework_overhead_percent")
+    if flops_only:
+        assert all(printed[key] is None for key in timing)
+    else:
+        assert printed["images_per_second"] > 0 and printed["bare_images_per_second"] > 0
 
 
 def test_flop_count_matches_a_convolution_by_hand():
@@ -175,3 +182,12 @@ def test_faceshifter_trains_with_bf16_experts(tmp_path):
     assert_finite_training(recorder, objects)
     assert objects["model"].experts.identity.autocast_dtype == torch.bfloat16
     assert recorder.conv_dtypes == {torch.float32}  # the generator itself stays in fp32
+
+
+def test_benchmark_suite_runs_train_step_per_config_and_setting(capsys):
+    result = load_benchmark("suite").main(["--tiny", "--configs", "faceshifter", "--settings", "fp32", "--device", "cpu"])
+    assert json.loads(capsys.readouterr().out) == result
+    (run,) = result["runs"]
+    assert "error" not in run, run
+    assert (run["config"], run["setting"], run["precision"], run["resolution"]) == ("faceshifter", "fp32", "32-true", 32)
+    assert run["images_per_second"] > 0 and result["speedup"] == {}  # no "fast" run to compare with

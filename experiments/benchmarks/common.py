@@ -34,6 +34,22 @@ TINY_MODELS = {
 }
 
 
+SHIPPED_EXPERTS = ("MTCNNDetector", "DlibDetector", "DlibLandmarks", "DlibFaceDescriptor")  # files ship with pip packages
+
+
+def random_expert_weights(cfg: DictConfig) -> None:
+    """The run's expert architectures (R100 ArcFace, ResNet-50 3DMM, ...) with seeded random weights: a benchmark
+    of a paper config pays for its real experts without their files (speed does not depend on the weights)."""
+    with open_dict(cfg):
+        for node in cfg.experts.values():
+            if not isinstance(node, DictConfig) or any(n in str(node.get("_target_", "")) for n in SHIPPED_EXPERTS):
+                continue
+            if node.get("weights") == "pretrained":
+                node.weights = "random"
+            if node.get("bfm") == "pretrained":
+                node.bfm = "synthetic"
+
+
 def train_config(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)

@@ -27,13 +27,13 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TINY_MODELS, machine, pick_device, synchronize, train_config  # noqa: E402
+from common import TINY_MODELS, machine, pick_device, random_expert_weights, synchronize, train_config  # noqa: E402
 
 from swaplab.models.base import without_gradients  # noqa: E402
 from swaplab.models.loading import build_model  # noqa: E402
@@ -48,13 +48,15 @@ KEYS = ("machine", "model", "overrides", "resolution", "batch_size", "precision"
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="faceshifter")
-    parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--resolution", type=int, default=None, help="default: the config's data.resolution")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the config's data.batch_size")
     parser.add_argument("--steps", type=int, default=20,
                         help="timed steps of each kind, interleaved (after the warm-up); medians are reported")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--flops-only", action="store_true",
+                        help="count one step's FLOPs, no timing (paper configs on a CPU); timing keys are null")
     parser.add_argument("--tiny", action="store_true", help="32x32 tiny networks, batch 4 (CPU; tests)")
     parser.add_argument("--override", nargs="*", default=[], help="extra train-config overrides")
     return parser.parse_args(argv)
@@ -162,14 +164,16 @@ def peak_flops(device: torch.device) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
-def random_aei_checkpoint(resolution: int, tiny: list[str]) -> Path:
-    """A FaceShifter checkpoint with random weights: HEAR-Net's frozen AEI-Net (its speed needs no training)."""
-    sizes = [o for o in TINY_MODELS["faceshifter"] if not o.startswith("data.")] if tiny else []
-    cfg = train_config(["model=faceshifter", "experts=random", f"data.resolution={resolution}", *sizes])
-    model, experts = build_model(cfg)
+def random_aei_checkpoint(hear_cfg: DictConfig, tiny: bool) -> Path:
+    """A FaceShifter checkpoint with random weights and HEAR-Net's experts: the frozen AEI-Net that HEAR-Net
+    refines (paper-sized unless --tiny; its speed needs no training)."""
+    aei_cfg = train_config(["model=faceshifter", *(TINY_MODELS["faceshifter"] if tiny else ["experiment=faceshifter_paper"])])
+    with open_dict(aei_cfg):
+        aei_cfg.experts, aei_cfg.data = hear_cfg.experts, hear_cfg.data
+    model, experts = build_model(aei_cfg)
     path = Path(tempfile.mkdtemp(prefix="swaplab_bench_aei_")) / "aei.ckpt"
-    torch.save({"state_dict": model.state_dict(),
-                "swaplab": {"config": OmegaConf.to_container(cfg, resolve=True), "experts": experts.describe()}}, path)
+    torch.save({"state_dict": model.state_dict(), "swaplab": {"config": OmegaConf.to_container(aei_cfg, resolve=True),
+                                                              "experts": experts.describe()}}, path)
     return path
 
 
@@ -181,11 +185,14 @@ def main(argv: list[str] | None = None) -> dict:
     if args.tiny and args.model not in TINY_MODELS:
         raise SystemExit(f"--tiny knows {sorted(TINY_MODELS)}, not {args.model!r}")
     tiny = TINY_MODELS[args.model] if args.tiny else []
-    overrides = [f"model={args.model}", "experts=random", f"data.resolution={args.resolution}",
-                 f"data.batch_size={args.batch_size}", "data.num_workers=0", *tiny, *args.override]
-    if args.model == "faceshifter_hear" and not any(o.startswith(("model.aei_ckpt=", "aei_ckpt=")) for o in overrides):
-        overrides.append(f"model.aei_ckpt={random_aei_checkpoint(args.resolution, tiny)}")
-    cfg = train_config(overrides)
+    sizes = [f"data.{key}={value}" for key, value in (("resolution", args.resolution), ("batch_size", args.batch_size))
+             if value is not None]
+    cfg = train_config([f"model={args.model}", *(["experts=random"] if args.tiny else []), *tiny, *args.override,
+                        *sizes, "data.num_workers=0"])
+    random_expert_weights(cfg)
+    if args.model == "faceshifter_hear" and not cfg.model.get("aei_ckpt"):
+        cfg.model.aei_ckpt = str(random_aei_checkpoint(cfg, args.tiny))
+    args.resolution, args.batch_size = cfg.data.resolution, cfg.data.batch_size
     pl.seed_everything(0, verbose=False)
     model, experts = build_model(cfg)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
@@ -196,22 +203,26 @@ def main(argv: list[str] | None = None) -> dict:
     batch = model.on_after_batch_transfer(batch, 0)
 
     bare_step = bare_step_fn(model, batch, device, args.precision)
+    bare_step()  # one-time work (Fast Face-swap's style features, lazy buffers) stays out of the count
     flops_per_step = count_flops(bare_step)
     with torch.no_grad(), autocast(device, args.precision):
         flops_per_swap = count_flops(lambda: model.generate(batch["source"], batch["target"], model.generator))
-    bare_seconds, step_seconds = interleaved_seconds(model, batch, bare_step, args, device)
-
-    peak = peak_flops(device)
-    achieved = flops_per_step / step_seconds
     result = {"machine": machine(device), "model": args.model, "overrides": args.override, "resolution": args.resolution,
               "batch_size": args.batch_size, "precision": args.precision, "steps": args.steps,
-              "images_per_second": round(args.batch_size / step_seconds, 2), "step_seconds": round(step_seconds, 5),
-              "bare_images_per_second": round(args.batch_size / bare_seconds, 2),
-              "bare_step_seconds": round(bare_seconds, 5),
-              "framework_overhead_percent": round(100 * (step_seconds - bare_seconds) / bare_seconds, 2),
-              "flops_per_step": flops_per_step, "flops_per_swap": flops_per_swap // args.batch_size,
-              "achieved_flops_per_second": round(achieved), "peak_flops": peak,
-              "mfu": round(achieved / peak, 4) if peak else None, "params": model.parameter_counts()}
+              "images_per_second": None, "step_seconds": None, "bare_images_per_second": None,
+              "bare_step_seconds": None, "framework_overhead_percent": None, "flops_per_step": flops_per_step,
+              "flops_per_image": flops_per_step // args.batch_size, "flops_per_swap": flops_per_swap // args.batch_size,
+              "achieved_flops_per_second": None, "peak_flops": peak_flops(device), "mfu": None,
+              "params": model.parameter_counts()}
+    if not args.flops_only:
+        bare_seconds, step_seconds = interleaved_seconds(model, batch, bare_step, args, device)
+        achieved, peak = flops_per_step / step_seconds, result["peak_flops"]
+        result.update({"images_per_second": round(args.batch_size / step_seconds, 2),
+                       "step_seconds": round(step_seconds, 5),
+                       "bare_images_per_second": round(args.batch_size / bare_seconds, 2),
+                       "bare_step_seconds": round(bare_seconds, 5),
+                       "framework_overhead_percent": round(100 * (step_seconds - bare_seconds) / bare_seconds, 2),
+                       "achieved_flops_per_second": round(achieved), "mfu": round(achieved / peak, 4) if peak else None})
     print(json.dumps(result, indent=1))
     return result
 

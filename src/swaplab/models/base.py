@@ -4,8 +4,9 @@ A method subclasses `SwapGAN` and defines `generate` (the swap), `generator_loss
 `discriminator_losses` (named, unweighted terms). The skeleton owns the step logic: manual optimization,
 the generator output computed once per step and detached for D, D frozen for the G loss, explicit
 scheduler steps, gradient clipping, a generator EMA, weighted sums from `loss_weights` and logging as
-`train/g/<term>` / `train/d/<term>` on logging steps. `trainer.global_step` counts generator iterations: the D update is
-applied through the strategy so that it does not advance the step counter.
+`train/g/<term>` / `train/d/<term>` on logging steps. `trainer.global_step` counts generator iterations: the
+D update is applied through the strategy so that it does not advance the step counter. Under
+`swaplab.strategies.GANDDPStrategy` each optimizer's gradients are averaged over processes before it steps.
 
 Fast paths (config switches, off by default): `channels_last` memory format for G, D and the step's images,
 `compile` (torch.compile of G and D, in place so checkpoints keep their keys) and `accumulate_grad_batches`
