@@ -81,7 +81,11 @@ def test_gradient_averager_equals_the_mean_of_the_processes_gradients(tmp_path):
         assert averaged[0][bucket_mb]["conv.weight"].is_contiguous(memory_format=torch.channels_last)
 
 
-def test_gan_ddp_strategy_rejects_ddp_wrapper_options():
+def test_gan_ddp_strategy_rejects_ddp_wrapper_options_and_bad_buckets():
     with pytest.raises(ValueError, match="find_unused_parameters"):
         GANDDPStrategy(find_unused_parameters=True)
+    with pytest.raises(ValueError, match="ddp_comm_hook"):
+        GANDDPStrategy(ddp_comm_hook=lambda state, bucket: bucket)
+    with pytest.raises(ValueError, match="bucket_cap_mb must be >= 0"):
+        GANDDPStrategy(bucket_cap_mb=-1)
     assert GANDDPStrategy(bucket_cap_mb=5).bucket_cap_mb == 5

@@ -104,10 +104,13 @@ class GANDDPStrategy(DDPStrategy):
     except the DistributedDataParallel ones; `bucket_cap_mb` sizes the all-reduce buckets."""
 
     def __init__(self, *args: Any, bucket_cap_mb: float = 25.0, **kwargs: Any) -> None:
-        ddp_only = {"find_unused_parameters", "static_graph", "gradient_as_bucket_view", "broadcast_buffers"}
+        ddp_only = {"find_unused_parameters", "static_graph", "gradient_as_bucket_view", "broadcast_buffers",
+                    "ddp_comm_state", "ddp_comm_hook", "ddp_comm_wrapper", "model_averaging_period"}
         if ddp_only & set(kwargs):
             raise ValueError(f"GANDDPStrategy does not wrap the model in DistributedDataParallel: "
                              f"{sorted(ddp_only & set(kwargs))} do not apply")
+        if not bucket_cap_mb >= 0:
+            raise ValueError(f"bucket_cap_mb must be >= 0 (0: one bucket per weight), got {bucket_cap_mb}")
         super().__init__(*args, **kwargs)
         self.bucket_cap_mb = bucket_cap_mb
         self._averagers: dict[int, GradientAverager] = {}
