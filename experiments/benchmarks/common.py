@@ -34,7 +34,8 @@ TINY_MODELS = {
 }
 
 
-SHIPPED_EXPERTS = ("MTCNNDetector", "DlibDetector", "DlibLandmarks", "DlibFaceDescriptor")  # files ship with pip packages
+# experts whose files ship with pip packages: they keep them
+SHIPPED_EXPERTS = ("MTCNNDetector", "DlibDetector", "DlibLandmarks", "DlibFaceDescriptor")
 
 
 def random_expert_weights(cfg: DictConfig) -> None:

@@ -40,9 +40,10 @@ from swaplab.models.loading import build_model  # noqa: E402
 
 # bf16 dense tensor-core peaks (FLOP/s) from the vendors' data sheets (SXM parts; PCIe H100: 756e12)
 PEAK_BF16_FLOPS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12}
-KEYS = ("machine", "model", "overrides", "resolution", "batch_size", "precision", "steps",
-        "images_per_second", "step_seconds", "bare_images_per_second", "bare_step_seconds", "framework_overhead_percent", "flops_per_step",
-        "flops_per_swap", "achieved_flops_per_second", "peak_flops", "mfu", "params")
+KEYS = ("machine", "model", "overrides", "resolution", "batch_size", "precision", "steps", "images_per_second",
+        "step_seconds", "bare_images_per_second", "bare_step_seconds", "framework_overhead_percent",
+        "flops_per_step", "flops_per_image", "flops_per_swap", "achieved_flops_per_second", "peak_flops", "mfu",
+        "params")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -167,7 +168,8 @@ def peak_flops(device: torch.device) -> float | None:
 def random_aei_checkpoint(hear_cfg: DictConfig, tiny: bool) -> Path:
     """A FaceShifter checkpoint with random weights and HEAR-Net's experts: the frozen AEI-Net that HEAR-Net
     refines (paper-sized unless --tiny; its speed needs no training)."""
-    aei_cfg = train_config(["model=faceshifter", *(TINY_MODELS["faceshifter"] if tiny else ["experiment=faceshifter_paper"])])
+    sizes = TINY_MODELS["faceshifter"] if tiny else ["experiment=faceshifter_paper"]
+    aei_cfg = train_config(["model=faceshifter", *sizes])
     with open_dict(aei_cfg):
         aei_cfg.experts, aei_cfg.data = hear_cfg.experts, hear_cfg.data
     model, experts = build_model(aei_cfg)
@@ -207,7 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
     flops_per_step = count_flops(bare_step)
     with torch.no_grad(), autocast(device, args.precision):
         flops_per_swap = count_flops(lambda: model.generate(batch["source"], batch["target"], model.generator))
-    result = {"machine": machine(device), "model": args.model, "overrides": args.override, "resolution": args.resolution,
+    result = {"machine": machine(device), "model": args.model, "overrides": args.override,
+              "resolution": args.resolution,
               "batch_size": args.batch_size, "precision": args.precision, "steps": args.steps,
               "images_per_second": None, "step_seconds": None, "bare_images_per_second": None,
               "bare_step_seconds": None, "framework_overhead_percent": None, "flops_per_step": flops_per_step,
@@ -222,7 +225,8 @@ def main(argv: list[str] | None = None) -> dict:
                        "bare_images_per_second": round(args.batch_size / bare_seconds, 2),
                        "bare_step_seconds": round(bare_seconds, 5),
                        "framework_overhead_percent": round(100 * (step_seconds - bare_seconds) / bare_seconds, 2),
-                       "achieved_flops_per_second": round(achieved), "mfu": round(achieved / peak, 4) if peak else None})
+                       "achieved_flops_per_second": round(achieved),
+                       "mfu": round(achieved / peak, 4) if peak else None})
     print(json.dumps(result, indent=1))
     return result
 
