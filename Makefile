@@ -15,6 +15,7 @@ quickstart: setup
 	$(UV) run --frozen python train.py
 
 test: setup
+	$(UV) run --frozen lint-imports
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 test-fast: setup
@@ -22,6 +23,7 @@ test-fast: setup
 
 lint: setup
 	$(UV) run --frozen ruff check src tests train.py eval.py swap.py
+	$(UV) run --frozen lint-imports
 
 clean-logs:
 	rm -rf logs

@@ -14,7 +14,7 @@ import yaml
 from helpers import ROOT, TINY, run_cli
 from PIL import Image
 
-from swaplab.utils.checkpoint_io import safe_torch_load
+from swaplab.io.checkpoints import safe_torch_load
 
 
 @pytest.fixture(scope="module")

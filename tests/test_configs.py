@@ -10,10 +10,11 @@ import torch
 from helpers import CONF, TINY, compose_config, run_cli
 from omegaconf import OmegaConf
 
+from swaplab.errors import ConfigError
 from swaplab.experts import IResNet
 from swaplab.models.loading import build_model
-from swaplab.utils.config import ConfigError, validate_train_config
-from swaplab.utils.instantiate import instantiate_map
+from swaplab.tasks.instantiate import instantiate_map
+from swaplab.tasks.validation import validate_train_config
 
 GROUPS = ["model", "loss", "data", "experts", "trainer", "logger", "callbacks", "evaluation", "experiment",
           "hparams_search", "debug", "paths", "hydra"]

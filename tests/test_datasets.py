@@ -13,10 +13,10 @@ import torch
 from helpers import CONF, TINY, compose_config
 from test_ffpp import video_store, write_store
 
-from swaplab.data.errors import DataNotFoundError
 from swaplab.data.folders import FaceFolderPairs
 from swaplab.data.pairs import CORE_KEYS, FacePairs
-from swaplab.data.templates import get_template
+from swaplab.errors import DataNotFoundError
+from swaplab.faces.templates import get_template
 
 SIZE = 24  # stored crop size of the colour-coded trees
 

@@ -17,7 +17,8 @@ from PIL import Image
 from test_configs import HIFIFACE_TINY, instantiate_everything
 from test_ffpp import PAIRS, VIDEOS, expected_samples, write_video
 
-from swaplab.experts.registry import MissingWeightsError, sha256_of
+from swaplab.errors import MissingWeightsError
+from swaplab.experts.registry import sha256_of
 from swaplab.metrics import build_metrics, expert_lookup
 from swaplab.models.loading import build_experts
 
@@ -51,15 +52,15 @@ def test_swap_evaluation_callback_logs_and_is_monitored(tmp_path):
         "optimized_metric=val/id_retrieval", "trainer.val_check_interval=100"])
     metrics, objects = train(cfg)
     assert 0.0 <= metrics["val/id_retrieval"] <= 1.0 and np.isfinite(metrics["val/pose_error"])
-    assert {"identity_eval", "pose", "face3d"} <= set(objects["callbacks"][1]._extra_experts._modules)
-    assert "identity_eval" not in objects["model"].experts._modules  # built for the callback only
+    assert {"identity_eval", "pose", "face3d"} <= set(objects["callbacks"][1]._extra_experts.roles())
+    assert "identity_eval" not in objects["model"].experts  # built for the callback only
     logged = read_metrics(tmp_path / "csv" / "metrics.csv", "val/id_retrieval")
     assert sorted(logged) == [1, 2] and all(0.0 <= v <= 1.0 for v in logged.values())
     assert list((tmp_path / "checkpoints").glob("step*.ckpt")), "no checkpoint selected by val/id_retrieval"
 
 
 def test_example_table_rows():
-    from swaplab.callbacks.swap_evaluation import example_table
+    from swaplab.training.callbacks.swap_evaluation import example_table
 
     images = {k: torch.rand(5, 3, 8, 8) * 2 - 1 for k in ("source", "target", "swap")}
     columns, rows = example_table(images, {"id_similarity": torch.arange(5.0)}, rows=3)
@@ -147,7 +148,7 @@ def test_protocol_options_compose_build_and_run(option, tmp_path):
         with pytest.raises(MissingWeightsError, match="pt_inception-2015-12-05-6726825d.pth"):
             build_metrics({"fid": specs.pop("fid")}, objects["experts"])
     roles = build_metrics(specs).roles()
-    extra = build_experts(cfg.experts, [r for r in roles if r not in objects["experts"]._modules])
+    extra = build_experts(cfg.experts, [r for r in roles if r not in objects["experts"]])
     metrics = build_metrics(specs, expert_lookup(objects["experts"], extra))
     from swaplab.metrics.runner import evaluate_swaps
 

@@ -10,16 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from swaplab.experts import (
-    Experts,
-    IdentityEncoder,
-    IResNet,
-    MissingWeightsError,
-    UnsafeCheckpointError,
-    load_tensors,
-    resolve_weights,
-)
-from swaplab.utils.checkpoint_io import safe_torch_load
+from swaplab.errors import MissingWeightsError, UnsafeCheckpointError
+from swaplab.experts import Experts, IdentityEncoder, IResNet, load_tensors, resolve_weights
+from swaplab.io.checkpoints import safe_torch_load
 
 
 def tiny_identity() -> IdentityEncoder:

@@ -12,20 +12,12 @@ import pytest
 import skimage.data
 import torch
 
-from swaplab.data.templates import similarity_transform
-from swaplab.experts import Experts, MissingWeightsError, load_tensors, resolve_weights
-from swaplab.experts.detection import (
-    DlibDetector,
-    MTCNNDetector,
-    align_faces,
-    arcface_template,
-)
-from swaplab.experts.dlib_models import (
-    DlibFaceDescriptor,
-    DlibLandmarks,
-    dlib5_to_arcface,
-    landmarks68_to_arcface,
-)
+from swaplab.errors import MissingWeightsError
+from swaplab.experts import Experts, load_tensors, resolve_weights
+from swaplab.experts.detection import DlibDetector, MTCNNDetector
+from swaplab.experts.dlib_models import DlibFaceDescriptor, DlibLandmarks
+from swaplab.faces.landmarks import dlib5_to_arcface, landmarks68_to_arcface
+from swaplab.faces.templates import align_faces, arcface_template, similarity_transform
 
 SHIPPED = {"mtcnn_pnet": "pnet.pt", "mtcnn_rnet": "rnet.pt", "mtcnn_onet": "onet.pt",
            "dlib_mmod_face_detector": "mmod_human_face_detector.dat",

@@ -13,10 +13,10 @@ from torch import nn
 from torchvision.models import resnet50
 
 from swaplab.data.synthetic_faces import SyntheticFaces
+from swaplab.errors import MissingWeightsError
 from swaplab.experts.bfm import BFM, FaceCoefficients, shape_distance
 from swaplab.experts.face3d import FaceReconstructor, ReconNet
 from swaplab.experts.pnp_pose import MEAN_FACE_68, LandmarkPose
-from swaplab.experts.registry import MissingWeightsError
 
 HEADS = (80, 64, 80, 3, 27, 2, 1)
 

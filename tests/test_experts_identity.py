@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 from facenet_pytorch import InceptionResnetV1, fixed_image_standardization
 
-from swaplab.experts import WEIGHTS, IdentityEncoder, MissingWeightsError, resolve_weights
+from swaplab.errors import MissingWeightsError
+from swaplab.experts import WEIGHTS, IdentityEncoder, resolve_weights
 from swaplab.experts.arcface import IResNet
-from swaplab.experts.base import crop_box
 from swaplab.experts.facenet import FACENET_CROP
 from swaplab.experts.irse import IRSE
+from swaplab.faces.crop import crop_box
 
 TINY = {"widths": (8, 16, 16, 32), "input_size": 32}
 

@@ -15,15 +15,11 @@ from torch.utils.data import Dataset
 
 from swaplab.data import SwapDataModule
 from swaplab.data.lighting_pairs import ExtendedYaleBPairs, SyntheticLightingPairs
-from swaplab.experts.lighting import (
-    LightingFeatures,
-    LightingNet,
-    export_lighting_net,
-    main,
-    to_grayscale,
-)
-from swaplab.experts.registry import MissingWeightsError
+from swaplab.errors import MissingWeightsError
+from swaplab.experts.lighting import LightingFeatures
 from swaplab.models.lighting import LightingNetModule, contrastive_loss
+from swaplab.models.lighting.export import export_lighting_net, main
+from swaplab.nets.lighting import LightingNet, to_grayscale
 
 RES = 32
 

@@ -10,7 +10,8 @@ import torchvision
 from torch import nn
 
 from swaplab.experts.head_pose import HeadPose, angles_from_logits
-from swaplab.experts.parsing import CELEBAMASK_CLASSES, DEFAULT_GROUPS, FaceParser
+from swaplab.experts.parsing import FaceParser
+from swaplab.faces.parsing import CELEBAMASK_CLASSES, DEFAULT_GROUPS
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

@@ -9,13 +9,14 @@ import torch
 import torchvision
 from torch import nn
 
+from swaplab.errors import MissingWeightsError, UnsafeCheckpointError
 from swaplab.experts.perceptual import (
     FSGAN_LAYERS,
     LPIPS,
     VGGFeatures,
     vgg_layer_names,
 )
-from swaplab.experts.registry import MissingWeightsError, UnsafeCheckpointError, load_tensors, package_file
+from swaplab.experts.registry import load_tensors, package_file
 from swaplab.losses import MultiLevelFeatureLoss
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

@@ -7,14 +7,8 @@ import pytest
 import skimage.data
 import torch
 
-from swaplab.experts import (
-    CropLandmarkPose,
-    DlibDetector,
-    DlibLandmarks,
-    LandmarkPose,
-    MTCNNDetector,
-    align_faces,
-)
+from swaplab.experts import CropLandmarkPose, DlibDetector, DlibLandmarks, LandmarkPose, MTCNNDetector
+from swaplab.faces.templates import align_faces
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import logging
 import pytest
 import torch
 
+from swaplab.errors import MissingWeightsError
 from swaplab.experts.__main__ import main as list_weights
 from swaplab.experts.registry import (
     WEIGHTS,
-    MissingWeightsError,
     WeightEntry,
     load_pretrained,
     load_tensors,

@@ -8,7 +8,9 @@ import skimage.data
 import torch
 from helpers import TINY, compose_config
 
-from swaplab.experts import MissingWeightsError, MTCNNDetector, align_faces
+from swaplab.errors import MissingWeightsError
+from swaplab.experts import MTCNNDetector
+from swaplab.faces.templates import align_faces
 from swaplab.models.loading import build_experts
 
 ROLES = ["identity", "identity_eval", "detector", "landmarks", "parsing", "face3d", "pose", "perceptual",

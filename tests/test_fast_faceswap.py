@@ -17,12 +17,13 @@ from torch.utils.data import DataLoader
 from swaplab.data.lighting_pairs import SyntheticLightingPairs
 from swaplab.data.style_sets import SyntheticStyleSet, frontal_reference, synthetic_content
 from swaplab.experts import DlibLandmarks, Experts, VGGFeatures
-from swaplab.experts.lighting import LightingFeatures, LightingNet
+from swaplab.experts.lighting import LightingFeatures
+from swaplab.imaging import to_uint8
 from swaplab.losses.style import content_loss, neural_patches, patch_style_loss, total_variation
 from swaplab.models.base import SwapOutput
-from swaplab.models.fast_faceswap import FastFaceSwap, TransformationNet, paste_back
+from swaplab.models.fast_faceswap import FastFaceSwap, TransformationNet, clone_face_back
 from swaplab.models.lighting import LightingNetModule
-from swaplab.utils.images import to_uint8
+from swaplab.nets.lighting import LightingNet
 
 WEIGHTS = {"content": 1.0, "style": 120.0, "light": 1.0, "tv": 0.3}
 SMALL_NET = {"branch_channels": 8, "join_channels": (16, 16, 16)}
@@ -281,7 +282,7 @@ def test_paste_back_keeps_the_background_and_hair_of_the_input():
     mask = out.extras["mask"]
     assert out.swap.shape == content["target"].shape and 0 < mask.mean() < 1
     assert torch.equal(out.swap[~mask.bool().expand_as(out.swap)], content["target"][~mask.bool().expand_as(out.swap)])
-    blended, same_mask = paste_back(out.extras["raw"], content["target"], parsing)
+    blended, same_mask = clone_face_back(out.extras["raw"], content["target"], parsing)
     assert torch.equal(blended, out.swap) and torch.equal(same_mask, mask)
     with pytest.raises(ValueError, match="experts_extra"):
         small_model(paste_back=True)

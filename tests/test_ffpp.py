@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from swaplab.data import SwapDataModule
-from swaplab.data.errors import DataNotFoundError
 from swaplab.data.ffpp import SPLITS_DIR, FaceForensicsPairs, load_split
+from swaplab.errors import DataNotFoundError
 
 # video id -> frame count; ids and pair format of the real test split (its first two pairs)
 VIDEOS = {"953": 23, "974": 37, "012": 50, "026": 31}

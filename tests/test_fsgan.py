@@ -11,12 +11,11 @@ import torch
 from helpers import compose_config, fit_on_batches
 from test_configs import instantiate_everything
 
+from swaplab.imaging import from_uint8, seamless_clone, to_uint8
 from swaplab.models.fsgan import STAGES, interpolate_views, landmark_heatmaps
-from swaplab.models.fsgan.pipeline import half_resolution, random_holes
+from swaplab.models.fsgan.generators import half_resolution, random_holes
 from swaplab.models.loading import build_model, load_swap_model
 from swaplab.nets.resunet import MultiScaleResUNet
-from swaplab.utils.blending import seamless_clone
-from swaplab.utils.images import from_uint8, to_uint8
 
 SMALL_NETS = [f"model.generator.{net}.{key}={value}" for net in ("reenactment", "inpainting", "blending")
               for key, value in (("base_channels", 4), ("max_channels", 16), ("flat_blocks", "[1,0,1,1]"))]

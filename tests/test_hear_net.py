@@ -17,11 +17,11 @@ from PIL import Image
 from test_configs import instantiate_everything
 
 from swaplab.data.occlusion import RandomOccluders
+from swaplab.io.checkpoints import safe_torch_load
 from swaplab.models.base import SwapOutput
 from swaplab.models.faceshifter import FaceShifterHEAR, HEARNet
 from swaplab.models.loading import build_model, load_swap_model
 from swaplab.tasks.train import train
-from swaplab.utils.checkpoint_io import safe_torch_load
 
 HEAR_TINY = [o for o in TINY if not o.startswith("model.")] + ["model=faceshifter_hear", "model.generator.widths=[8,16,32]"]
 QUIET = ["logger=none", "trainer.val_check_interval=100"]

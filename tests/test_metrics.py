@@ -206,7 +206,8 @@ def test_frechet_distance_of_known_gaussians():
 
 
 def test_fid_inception_loader_and_missing_file(tmp_path):
-    from swaplab.experts import InceptionFeatures, MissingWeightsError
+    from swaplab.errors import MissingWeightsError
+    from swaplab.experts import InceptionFeatures
     from swaplab.experts.registry import WEIGHTS
 
     with pytest.raises(MissingWeightsError, match="pt_inception-2015-12-05-6726825d.pth.*pytorch-fid"):

@@ -16,11 +16,11 @@ from helpers import compose_config, run_cli
 from PIL import Image
 
 from swaplab.data.store import FaceStore, PreprocessedFacePairs, complete_shards, shard_prefix
-from swaplab.data.templates import ARCFACE_112, conversion_matrix, convert_crops, get_template
-from swaplab.data.video import evenly_spaced, read_video_frames
+from swaplab.errors import ConfigError
 from swaplab.experts.detection import MTCNNDetector
+from swaplab.faces.templates import ARCFACE_112, conversion_matrix, convert_crops, get_template
+from swaplab.io.video import evenly_spaced, read_video_frames
 from swaplab.tasks.preprocess import preprocess
-from swaplab.utils.config import ConfigError
 
 LFW = {"alice": (0, 10, 20), "bob": (40, 60, 70)}  # LFW subset faces MTCNN finds (scores > 0.95)
 GOOD = ["alice/0.png", "alice/1.png", "alice/2.png", "astronaut.jpg", "bob/0.jpg", "bob/1.jpg", "bob/2.jpg",
@@ -107,7 +107,7 @@ def test_video_frames_are_read_evenly_spaced_and_cut_videos_are_rejected(inputs)
     all_frames, _ = read_video_frames(inputs / "clip.avi")
     for k, i in enumerate(evenly_spaced(30, FRAMES)):
         assert np.array_equal(frames[k], all_frames[i])  # seeking and stepping give the same frames
-    from swaplab.data.video import VideoReadError
+    from swaplab.io.video import VideoReadError
 
     for name, reason in (("cut.avi", "truncated video"), ("cut.mp4", "unopenable video")):
         with pytest.raises(VideoReadError) as err:

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from swaplab.imaging import clone_center, seamless_clone, to_uint8
 from swaplab.nets.layers import make_norm
 from swaplab.nets.unet import UNet
-from swaplab.utils.blending import clone_center, seamless_clone
-from swaplab.utils.images import to_uint8
 
 
 def test_classic_unet_size_and_shapes():

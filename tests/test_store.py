@@ -13,7 +13,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from swaplab.data.datamodule import collate_swaps
-from swaplab.data.errors import DataNotFoundError
 from swaplab.data.pairs import CORE_KEYS
 from swaplab.data.store import (
     FaceStore,
@@ -23,7 +22,8 @@ from swaplab.data.store import (
     shard_prefix,
     write_json,
 )
-from swaplab.experts.parsing import CELEBAMASK_CLASSES
+from swaplab.errors import DataNotFoundError
+from swaplab.faces.parsing import CELEBAMASK_CLASSES
 
 SIZE = 32
 
@@ -137,7 +137,7 @@ def test_pairs_from_the_store_yield_the_batch_schema_with_masks(tmp_path):
     assert set(CORE_KEYS) | {"source_mask", "target_mask"} == set(batch)
     assert batch["source"].shape == (16, 3, SIZE, SIZE) and batch["source"].abs().max() <= 1
     # same template and size: masks are the stored labels grouped to background / face / hair
-    from swaplab.experts.parsing import DEFAULT_GROUPS
+    from swaplab.faces.parsing import DEFAULT_GROUPS
 
     group_of = {c: g for g, members in enumerate(DEFAULT_GROUPS.values()) for c in members}
     lut = np.array([group_of[name] for name in CELEBAMASK_CLASSES])

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from swaplab.strategies import GANDDPStrategy, GradientAverager
+from swaplab.training.strategies import GANDDPStrategy, GradientAverager
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

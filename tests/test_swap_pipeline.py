@@ -14,12 +14,12 @@ import torch
 from helpers import TINY, compose_config, load_benchmark, run_cli
 from skimage.data import astronaut
 
-from swaplab.data.templates import get_template
+from swaplab.faces.templates import get_template
+from swaplab.imaging import to_uint8
 from swaplab.pipelines import FaceSwapPipeline, NoFaceError, SwapOptions, swap_video
 from swaplab.pipelines.blend import ellipse_mask, paste_back
 from swaplab.pipelines.video import LandmarkSmoother
 from swaplab.tasks.swap import swap
-from swaplab.utils.images import to_uint8
 
 
 @pytest.fixture(scope="module")

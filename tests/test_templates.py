@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from swaplab.data.templates import (
+from swaplab.experts import Experts, FaceParser, IdentityEncoder
+from swaplab.faces.templates import (
     ARCFACE_112,
     CANONICAL,
     TEMPLATES,
@@ -19,7 +20,6 @@ from swaplab.data.templates import (
     get_template,
     similarity_transform,
 )
-from swaplab.experts import Experts, FaceParser, IdentityEncoder
 
 SIMILARITY = [n for n, t in TEMPLATES.items() if t.method == "similarity"]
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from helpers import TINY, compose_config, read_metrics
 
+from swaplab.io.checkpoints import atomic_torch_save, safe_torch_load
 from swaplab.tasks.train import train
-from swaplab.utils.checkpoint_io import atomic_torch_save, safe_torch_load
 
 
 def train_tiny(tmp_path: Path, *overrides: str):

@@ -64,10 +64,6 @@ def train_config(overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def pick_device(name: str) -> torch.device:
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-
-
 def machine(device: torch.device) -> dict:
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads()}

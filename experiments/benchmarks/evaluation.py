@@ -21,12 +21,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CONF, TINY, machine, pick_device, synchronize, train_config  # noqa: E402
+from common import CONF, TINY, machine, synchronize, train_config  # noqa: E402
 
 from swaplab.data import SyntheticSwapDataset  # noqa: E402
 from swaplab.metrics import build_metrics  # noqa: E402
 from swaplab.metrics.runner import evaluate_swaps  # noqa: E402
 from swaplab.models.loading import build_experts, build_model  # noqa: E402
+from swaplab.runtime import resolve_device  # noqa: E402
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     if args.tiny:
         args.resolution, args.batch_size, args.batches = 32, 8, 2
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     cfg = train_config([f"model={args.model}", f"experts={args.experts}", f"data.resolution={args.resolution}",
                         *(TINY if args.tiny else []), *args.override])
     protocol = OmegaConf.load(CONF / "evaluation" / "synthetic.yaml")

@@ -26,11 +26,12 @@ import torch
 from skimage.data import astronaut
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TINY, machine, pick_device, synchronize, train_config  # noqa: E402
+from common import TINY, machine, synchronize, train_config  # noqa: E402
 
-from swaplab.data.templates import get_template  # noqa: E402
+from swaplab.faces.templates import get_template  # noqa: E402
 from swaplab.models.loading import build_experts, build_model  # noqa: E402
 from swaplab.pipelines import FaceSwapPipeline, SwapOptions, swap_video  # noqa: E402
+from swaplab.runtime import resolve_device  # noqa: E402
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     if args.tiny:
         args.resolution, args.batch_size, args.batches, args.frames, args.frame_size = 32, 8, 2, 8, 128
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     cfg = train_config([f"model={args.model}", "experts=random", f"data.resolution={args.resolution}",
                         *(TINY if args.tiny else []), *args.override])
     model, _ = build_model(cfg)

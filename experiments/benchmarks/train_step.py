@@ -33,10 +33,11 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import TINY_MODELS, machine, pick_device, random_expert_weights, synchronize, train_config  # noqa: E402
+from common import TINY_MODELS, machine, random_expert_weights, synchronize, train_config  # noqa: E402
 
 from swaplab.models.base import without_gradients  # noqa: E402
 from swaplab.models.loading import build_model  # noqa: E402
+from swaplab.runtime import resolve_device  # noqa: E402
 
 # bf16 dense tensor-core peaks (FLOP/s) from the vendors' data sheets (SXM parts; PCIe H100: 756e12)
 PEAK_BF16_FLOPS = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12}
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     if args.tiny:
         args.resolution, args.batch_size = 32, 4
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     if args.tiny and args.model not in TINY_MODELS:
         raise SystemExit(f"--tiny knows {sorted(TINY_MODELS)}, not {args.model!r}")
     tiny = TINY_MODELS[args.model] if args.tiny else []

@@ -1,5 +1,5 @@
-"""Datasets, the datamodule, alignment templates and preprocessing. Names are imported on first use, so
-tools that only need templates or the store (preprocess.py) do not pay for importing Lightning."""
+"""Datasets, pair sampling, the datamodule and augmentation. Names are imported on first use, so tools that only
+need the store (preprocess.py) do not pay for importing Lightning."""
 
 from __future__ import annotations
 
@@ -14,8 +14,6 @@ _EXPORTS = {
     "PreprocessedFacePairs": "swaplab.data.store",
     "FaceStore": "swaplab.data.store",
     "MixedPairs": "swaplab.data.pairs",
-    "get_template": "swaplab.data.templates",
-    "convert_crops": "swaplab.data.templates",
 }
 __all__ = list(_EXPORTS)
 

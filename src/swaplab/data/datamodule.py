@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from swaplab.data.loader import ResumableSampler
+from swaplab.data.loader import ResumableSampler, fork_safe_opencv
+from swaplab.faces.templates import CANONICAL, get_template
+from swaplab.runtime import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def collate_swaps(samples: Any) -> Any:
@@ -49,8 +50,6 @@ class SwapDataModule(pl.LightningDataModule):
             size = getattr(dataset, "resolution", None)
             if resolution is not None and size is not None and size != resolution:
                 raise ValueError(f"data.{name} produces {size}px faces but data.resolution is {resolution}")
-        from swaplab.data.templates import CANONICAL, get_template
-
         self.template = get_template(template or CANONICAL).name
         for name, dataset in (("train", train), ("val", val)):
             made = getattr(dataset, "template", None)
@@ -81,8 +80,6 @@ class SwapDataModule(pl.LightningDataModule):
                                    offset_by_epoch=shuffle and getattr(dataset, "pairs_vary_by_epoch", False))
         workers = self.num_workers
         if workers:
-            from swaplab.data.inputs import fork_safe_opencv
-
             fork_safe_opencv()  # the datasets decode and warp with OpenCV in the workers
         return DataLoader(
             dataset,

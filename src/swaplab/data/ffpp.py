@@ -17,7 +17,6 @@ already cropped frames (`aligned: true`), from the videos / frame folders resize
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections import Counter
 from collections.abc import Mapping
@@ -27,19 +26,22 @@ import cv2
 import numpy as np
 import torch
 
-from swaplab.data.errors import DataNotFoundError
 from swaplab.data.pairs import FacePairs
-from swaplab.data.templates import CANONICAL
-from swaplab.data.video import (
+from swaplab.data.store import FaceStore
+from swaplab.errors import DataNotFoundError
+from swaplab.faces.parsing import DEFAULT_GROUPS, group_matrix
+from swaplab.faces.templates import CANONICAL
+from swaplab.io.files import IMAGE_SUFFIXES
+from swaplab.io.video import (
     VIDEO_SUFFIXES,
     VideoReadError,
     evenly_spaced,
     read_video_frames,
     video_frame_count,
 )
-from swaplab.utils.io import IMAGE_SUFFIXES
+from swaplab.runtime import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SPLITS_DIR = Path(__file__).with_name("ffpp_splits")
 FFPP_URL = "https://github.com/ondyari/FaceForensics"
@@ -115,8 +117,6 @@ class FaceForensicsPairs(FacePairs):
                              "identity=file) or aligned=true for frames that are already face crops")
         self.store = None
         if faces is not None:
-            from swaplab.data.store import FaceStore
-
             if not (Path(faces) / "dataset.json").is_file():
                 raise DataNotFoundError(
                     f"FF++ face store {faces} does not exist: build it with python preprocess.py "
@@ -249,7 +249,5 @@ class FaceForensicsPairs(FacePairs):
         return read_video_frames(media, frames, check_end=False)[0]
 
     def _three_classes(self, labels: torch.Tensor) -> torch.Tensor:
-        from swaplab.experts.parsing import DEFAULT_GROUPS, group_matrix
-
         _, matrix = group_matrix(DEFAULT_GROUPS)  # groups background, face, hair: the class index
         return matrix.argmax(0)[labels.long()]

@@ -8,7 +8,6 @@ CelebA-HQ / FFHQ 1024 images); `FacePairs` converts them to the output template.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from collections import Counter
@@ -19,12 +18,13 @@ import cv2
 import numpy as np
 import torch
 
-from swaplab.data.errors import DataNotFoundError
 from swaplab.data.pairs import SPLITS, FacePairs, identity_split
-from swaplab.data.templates import CANONICAL, conversion_matrix
-from swaplab.utils.io import IMAGE_SUFFIXES
+from swaplab.errors import DataNotFoundError
+from swaplab.faces.templates import CANONICAL, conversion_matrix
+from swaplab.io.files import IMAGE_SUFFIXES
+from swaplab.runtime import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 LAYOUTS = ("identity_folders", "flat", "identity_file")
 _REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))

@@ -12,7 +12,6 @@ synthetic pairs re-draw the non-lighting, non-pose factors (expression, gaze, an
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,9 +23,10 @@ from torch.utils.data import Dataset
 
 from swaplab.data.synthetic import RenderedPairs
 from swaplab.data.synthetic_faces import hash_uniform
-from swaplab.experts.lighting import to_grayscale
+from swaplab.nets.lighting import to_grayscale
+from swaplab.runtime import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _PAIR_STREAM, _LIGHT_STREAM = 0x716E, 1 << 40  # hash stream of pair choices; image indices of spare lights
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import cv2
 import torch
 from torch.utils.data import Sampler
 
@@ -48,3 +49,9 @@ class ResumableSampler(Sampler[int]):
             mine = mine + self.epoch * self.length
         skip, self._skip = self._skip, 0
         return iter(mine[skip:].tolist())
+
+
+def fork_safe_opencv() -> None:
+    """Stop OpenCV's thread pool before DataLoader workers fork: a forked child inherits the pool's locks but
+    not its threads, and its first pool call (even cv2.setNumThreads) can then wait forever."""
+    cv2.setNumThreads(1)

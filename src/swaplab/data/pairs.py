@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from swaplab.data.synthetic_faces import hash_uniform
-from swaplab.data.templates import CANONICAL, convert_crops, get_template
+from swaplab.faces.templates import CANONICAL, convert_crops, get_template
 
 CORE_KEYS = ("source", "target", "same", "same_image", "index", "source_identity", "target_identity")
 _PAIR_STREAM, _AUGMENT_STREAM = 0x9A1E, 0xA06E

@@ -24,9 +24,10 @@ import cv2
 import numpy as np
 import torch
 
-from swaplab.data.errors import DataNotFoundError
 from swaplab.data.pairs import FacePairs, identity_split
-from swaplab.data.templates import CANONICAL
+from swaplab.errors import DataNotFoundError
+from swaplab.faces.parsing import DEFAULT_GROUPS, group_matrix
+from swaplab.faces.templates import CANONICAL
 
 FORMAT, VERSION = "swaplab-faces", 1
 CODECS = ("jpeg", "png", "raw")
@@ -289,8 +290,6 @@ class PreprocessedFacePairs(FacePairs):
                  same_identity_rate: float = 0.2, same_image_rate: float = 1.0, seed: int = 0,
                  augment: dict[str, float] | None = None, identities: Sequence[str] | None = None,
                  masks: bool = True, split: str = "all", val_identities: int = 0) -> None:
-        from swaplab.experts.parsing import DEFAULT_GROUPS, group_matrix
-
         self.store = FaceStore(root)
         if identities is None:
             keep = np.ones(len(self.store), bool)

@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from swaplab.data.errors import DataNotFoundError
 from swaplab.data.synthetic import SyntheticSwapDataset
 from swaplab.data.synthetic_faces import SyntheticFaces
-from swaplab.utils.images import from_uint8, to_uint8
-from swaplab.utils.io import IMAGE_SUFFIXES
+from swaplab.errors import DataNotFoundError
+from swaplab.imaging import from_uint8, to_uint8
+from swaplab.io.files import IMAGE_SUFFIXES
 
 # The frontal reference: iBUG-68 points in fractions of the crop side (pixel corners at 0 and 1). It is the
 # frontal (zero pose), neutral-expression, mean-shape face of swaplab's procedural renderer averaged over 256
@@ -142,7 +142,9 @@ class FolderStyleSet:
             crops.append(cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (size, size), interpolation=cv2.INTER_AREA))
         images = from_uint8(torch.from_numpy(np.stack(crops)))
         if self._landmarks is None:
-            from swaplab.experts import DlibLandmarks
+            from swaplab.experts import (
+                DlibLandmarks,  # every expert loads with it (~10 s): only when a style set needs it
+            )
 
             self._landmarks = DlibLandmarks.build(points=68)
         points = detect_landmarks(images, self._landmarks, self.face_box)
@@ -172,7 +174,9 @@ class FrontalAlignedPairs(Dataset):
                 raise ValueError(f"the dataset gives no '{side}_landmarks': use landmarks=dlib")
             return batch[f"{side}_landmarks"].numpy()
         if self._dlib is None:
-            from swaplab.experts import DlibLandmarks
+            from swaplab.experts import (
+                DlibLandmarks,  # every expert loads with it (~10 s): only when a style set needs it
+            )
 
             self._dlib = DlibLandmarks.build(points=68)
         return detect_landmarks(batch[side], self._dlib, self.face_box)

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import Dataset
 
 from swaplab.data.synthetic_faces import SyntheticFaces, hash_uniform
-from swaplab.data.templates import CANONICAL
+from swaplab.faces.templates import CANONICAL
 
 GROUND_TRUTH = ("identity", "pose", "landmarks", "mask", "shape", "expression", "light")
 _PAIR_STREAM = 0x5A17  # hash stream for pair choices, apart from the renderer's streams

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swaplab.experts.base import FrozenExpert, check_box, crop_box
+from swaplab.experts.base import FrozenExpert
 from swaplab.experts.facenet import (
     FACENET_CROP,
     FACENET_FILES,
@@ -31,6 +31,7 @@ from swaplab.experts.registry import (
     register_weights,
     seeded,
 )
+from swaplab.faces.crop import check_box, crop_box
 
 IRESNET_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 200: (6, 26, 60, 6)}
 ARCFACE_CROP = (19 / 256, 237 / 256)  # ArcFace 112 alignment inside the FaceShifter 256 crop

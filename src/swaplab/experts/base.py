@@ -8,48 +8,19 @@ is never trained, never stored in a checkpoint, stays in eval mode and can be sh
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-log = logging.getLogger(__name__)
+from swaplab.faces.templates import CANONICAL, convert_crops, get_template
+from swaplab.runtime import get_logger
+
+log = get_logger(__name__)
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def check_box(box: Sequence[float]) -> tuple[float, ...]:
-    """A crop box in fractions of the side: (lo, hi) for the square [lo, hi]^2 or (left, top, right, bottom)."""
-    box = tuple(float(v) for v in box)
-    pairs = [box] if len(box) == 2 else [(box[0], box[2]), (box[1], box[3])] if len(box) == 4 else []
-    if not pairs or not all(0.0 <= lo < hi <= 1.0 for lo, hi in pairs):
-        raise ValueError(f"crop box must be (lo, hi) or (left, top, right, bottom) fractions in [0, 1], got {box}")
-    return box
-
-
-def crop_box(images: torch.Tensor, box: Sequence[float], size: int | None = None) -> torch.Tensor:
-    """Cut `box` (see `check_box`) out of B x C x H x W crops and resize it to size x size (a rectangle is
-    squashed to the square, as MTCNN-box crops are).
-
-    The canonical expert input is an aligned face crop, RGB in [-1, 1], B x 3 x S x S; `box` is where the
-    expert's own alignment lies inside that crop (e.g. (19/256, 237/256) for ArcFace 112 inside the
-    FaceShifter 256 crop), so callers never re-align for each expert.
-    """
-    box = check_box(box)
-    left, top, right, bottom = (box[0], box[0], box[1], box[1]) if len(box) == 2 else box
-    h, w = images.shape[-2:]
-    faces = images[..., round(top * h):round(bottom * h), round(left * w):round(right * w)]
-    if size is not None and faces.shape[-2:] != (size, size):
-        # antialiased resizing has no low-precision CPU kernel; resize in float32 there
-        work = faces.float() if faces.device.type == "cpu" and faces.dtype != torch.float64 else faces
-        work = F.interpolate(work, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        faces = work.to(faces.dtype)
-    return faces
 
 
 def imagenet_normalize(images: torch.Tensor) -> torch.Tensor:
@@ -164,13 +135,25 @@ class Experts(nn.Module):
         self.input_template: str | None = None  # None: inputs are canonical crops
         self._template_hooks: list[Any] = []
 
+    def roles(self) -> list[str]:
+        """The roles this set provides, in the order they were given."""
+        return list(self._modules)
+
+    def __contains__(self, role: object) -> bool:
+        return isinstance(role, str) and role in self._modules
+
+    def get(self, role: str, default: nn.Module | None = None) -> nn.Module | None:
+        """The expert of `role`, or `default` when the set has none."""
+        return self._modules.get(role, default)
+
+    def items(self) -> list[tuple[str, nn.Module]]:
+        return list(self._modules.items())
+
     def set_input_template(self, template: str | None) -> None:
         """Let every expert take crops of another alignment template (e.g. `ffhq_256` training crops): image
         arguments (B x 3 x S x S) are re-cropped to the canonical template at the same size in one batched warp
         before each call, and experts whose outputs are maps over the input (`spatial_output`, the parser)
         have them warped back. Each expert then cuts its own box as usual. None / canonical: no conversion."""
-        from swaplab.data.templates import CANONICAL, convert_crops, get_template
-
         for handle in self._template_hooks:
             handle.remove()
         self._template_hooks = []
@@ -209,10 +192,10 @@ class Experts(nn.Module):
                 expert.autocast_dtype = PRECISIONS[precision]
 
     def require(self, *roles: str) -> None:
-        missing = [r for r in roles if not hasattr(self, r)]
+        missing = [r for r in roles if r not in self]
         if missing:
             raise ValueError(
-                f"this model needs experts {missing}, but the experts config provides {list(self._modules)}"
+                f"this model needs experts {missing}, but the experts config provides {self.roles()}"
             )
 
     def describe(self) -> dict[str, dict[str, Any]]:

@@ -17,13 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from swaplab.data.templates import ARCFACE_112, CANONICAL, FACESHIFTER_BOX, get_template
 from swaplab.experts.base import ExternalModel, FrozenExpert
+from swaplab.experts.dlib_models import DlibLandmarks
 from swaplab.experts.registry import WeightEntry, load_pretrained, register_weights, resolve_weights, seeded
-from swaplab.utils.images import from_uint8, to_uint8
-
-# Where the ArcFace 112 square sits inside the canonical crop (data.templates: the FaceShifter crop).
-CANONICAL_ARCFACE_BOX = FACESHIFTER_BOX
+from swaplab.imaging import to_uint8
 
 _MTCNN_SOURCE = ("facenet-pytorch (`pip install facenet-pytorch`; github.com/timesler/facenet-pytorch, "
                  "file facenet_pytorch/data/{}), converted from the original MTCNN Caffe models "
@@ -84,19 +81,6 @@ def to_numpy_images(images: list[np.ndarray] | torch.Tensor) -> list[np.ndarray]
     if isinstance(images, torch.Tensor):
         return list(images.to("cpu", torch.uint8).numpy())
     return images
-
-
-def arcface_template(size: int = 256, box: Sequence[float] = CANONICAL_ARCFACE_BOX) -> np.ndarray:
-    """The 5 ArcFace template points (5 x 2, pixels) in a size x size crop whose ArcFace-112 square is `box`."""
-    lo, hi = box
-    return (lo + ARCFACE_112 / 112.0 * (hi - lo)) * size
-
-
-def align_faces(image: np.ndarray, landmarks: np.ndarray, size: int = 256, template: str = CANONICAL) -> torch.Tensor:
-    """Aligned crops (N x 3 x size x size RGB in [-1, 1], `template` at `size`; default the canonical crop
-    every expert takes) of the faces whose 5 (ArcFace order) or 68 points are given (N x K x 2)."""
-    crops = get_template(template, size).crop(image, landmarks)
-    return from_uint8(torch.from_numpy(crops))
 
 
 class DetectorCounts:
@@ -229,8 +213,6 @@ class DlibDetector(DetectorCounts, ExternalModel):
         `landmarks` 68 / 5 / None picks the shape predictor that fills the 5 ArcFace points."""
         if weights != "pretrained":
             raise ValueError(f"dlib detectors only exist pretrained, got weights={weights!r}")
-        from swaplab.experts.dlib_models import DlibLandmarks
-
         cnn_file = str(resolve_weights(registry_key, path, weights_dir)) if cnn else None
         marks = None if landmarks is None else DlibLandmarks.build(points=landmarks, path=landmarks_path,
                                                                    weights_dir=weights_dir)

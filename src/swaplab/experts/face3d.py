@@ -22,7 +22,7 @@ from torch import nn
 from torchvision.models import resnet50
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from swaplab.experts.base import FrozenExpert, check_box, crop_box
+from swaplab.experts.base import FrozenExpert
 from swaplab.experts.bfm import (
     BFM,
     N_ANGLE,
@@ -34,6 +34,7 @@ from swaplab.experts.bfm import (
     shape_distance,
 )
 from swaplab.experts.registry import WeightEntry, load_pretrained, register_weights, seeded
+from swaplab.faces.crop import check_box, crop_box
 
 HEADS = (N_ID, N_EXP, N_TEX, N_ANGLE, N_GAMMA, 2, 1)  # id, exp, tex, angle, gamma, trans xy, trans z
 

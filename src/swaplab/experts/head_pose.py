@@ -9,8 +9,9 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from swaplab.experts.base import FrozenExpert, check_box, crop_box, imagenet_normalize
+from swaplab.experts.base import FrozenExpert, imagenet_normalize
 from swaplab.experts.registry import WeightEntry, load_pretrained, register_weights, seeded
+from swaplab.faces.crop import check_box, crop_box
 
 NUM_BINS = 66  # 3-degree bins; bin i covers [3i - 99, 3i - 96)
 BIN_WIDTH = 3.0  # degrees per bin

@@ -6,7 +6,6 @@ and LPIPS distances (the `lpips` package, its backbone weights taken from our re
 
 from __future__ import annotations
 
-import logging
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -16,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swaplab.experts.base import FrozenExpert, check_box, crop_box, imagenet_normalize
+from swaplab.errors import MissingWeightsError
+from swaplab.experts.base import FrozenExpert, imagenet_normalize
 from swaplab.experts.registry import (
-    MissingWeightsError,
     WeightEntry,
     load_pretrained,
     load_tensors,
@@ -26,8 +25,10 @@ from swaplab.experts.registry import (
     resolve_weights,
     seeded,
 )
+from swaplab.faces.crop import check_box, crop_box
+from swaplab.runtime import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 VGG_BLOCKS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}  # convolutions per block
 PIX2PIX_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # pix2pixHD / FSGAN-ImageNet VGG loss

@@ -31,6 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from swaplab.experts.bfm import BFM
+from swaplab.experts.dlib_models import DlibLandmarks
+from swaplab.faces.crop import DLIB_FACE_BOX
+from swaplab.imaging import to_uint8
+
 # Subject-right half (image left for a frontal face, x < 0) and midline; the rest is mirrored.
 _HALF = {
     0: (-70, -8, -40), 1: (-68, -26, -38), 2: (-65, -44, -35), 3: (-61, -61, -31), 4: (-55, -78, -25),
@@ -111,8 +116,6 @@ class LandmarkPose(nn.Module):
         """`use_bfm=True` takes the 68 keypoints of the BFM mean shape (`BFM_model_front.mat`) as the face."""
         points = None
         if use_bfm:
-            from swaplab.experts.bfm import BFM
-
             points = BFM.build(path=bfm_path, weights_dir=weights_dir).mean_landmarks_3d()
         return cls(points, jaw_weight=jaw_weight, iterations=iterations)
 
@@ -192,7 +195,7 @@ class CropLandmarkPose(nn.Module):
     """
 
     def __init__(self, landmarks: nn.Module, pnp: LandmarkPose,
-                 box: tuple[float, float, float, float] = (0.18, 0.32, 0.79, 0.93)) -> None:
+                 box: tuple[float, float, float, float] = DLIB_FACE_BOX) -> None:
         super().__init__()
         self.landmarks, self.pnp, self.box = landmarks, pnp, tuple(float(v) for v in box)
         self.name = f"{pnp.name}+{landmarks.name}"
@@ -200,8 +203,6 @@ class CropLandmarkPose(nn.Module):
 
     def landmarks68(self, images: torch.Tensor) -> torch.Tensor:
         """B x 68 x 2 landmarks in the crops' pixels."""
-        from swaplab.utils.images import to_uint8
-
         frames = to_uint8(images).cpu().numpy()
         box = np.asarray([self.box], np.float32) * images.shape[-1]
         points = np.stack([self.landmarks(np.ascontiguousarray(f), box)[0] for f in frames])
@@ -211,9 +212,7 @@ class CropLandmarkPose(nn.Module):
         return self.pnp(self.landmarks68(images)).to(images.dtype)
 
     @classmethod
-    def build(cls, box: tuple[float, float, float, float] = (0.18, 0.32, 0.79, 0.93), path: str | None = None,
+    def build(cls, box: tuple[float, float, float, float] = DLIB_FACE_BOX, path: str | None = None,
               weights_dir: str | None = None, **pnp_kwargs) -> CropLandmarkPose:
-        from swaplab.experts.dlib_models import DlibLandmarks
-
         landmarks = DlibLandmarks.build(points=68, path=path, weights_dir=weights_dir)
         return cls(landmarks, LandmarkPose.build(weights_dir=weights_dir, **pnp_kwargs), box)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import logging
-import pickle
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +17,11 @@ from pathlib import Path
 
 import torch
 
-log = logging.getLogger(__name__)
+from swaplab.errors import MissingWeightsError, UnsafeCheckpointError
+from swaplab.io.checkpoints import safe_torch_load
+from swaplab.runtime import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,6 @@ class WeightEntry:
         """Whether `path` has the official content (None when nothing is recorded to compare with)."""
         prefix = self.sha256_prefix
         return None if prefix is None else sha256_of(path).startswith(prefix)
-
-
-class MissingWeightsError(FileNotFoundError):
-    pass
-
-
-class UnsafeCheckpointError(RuntimeError):
-    pass
 
 
 WEIGHTS: dict[str, WeightEntry] = {}
@@ -118,13 +112,7 @@ def load_tensors(path: str | Path, expected_sha256: str | None = None, subkey: s
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise UnsafeCheckpointError(
-            f"{path} holds more than tensors (arbitrary pickled objects); refused for safety. "
-            "Re-save it as a plain state_dict or safetensors from a trusted environment."
-        ) from err
+    state = safe_torch_load(path)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if subkey is not None:

@@ -1,6 +1,7 @@
 """Evaluation metrics of face swaps, by name (`swaplab.metrics.registry.METRICS`): id_retrieval, id_similarity,
 pose_error, expression_error, shape_error, fid, and the reconstruction metrics lpips, ssim, psnr."""
 
+from swaplab.metrics.build import build_metrics, expert_lookup
 from swaplab.metrics.fid import FID, frechet_distance
 from swaplab.metrics.geometry import ExpressionError, PoseError, ShapeError
 from swaplab.metrics.identity import IDRetrieval, IDSimilarity
@@ -10,8 +11,6 @@ from swaplab.metrics.registry import (
     SwapMetric,
     SwapMetrics,
     SwapRecord,
-    build_metrics,
-    expert_lookup,
     register_metric,
 )
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from swaplab.experts.inception import InceptionFeatures
 from swaplab.metrics.registry import SwapMetric, SwapRecord, register_metric
 
 
@@ -53,8 +54,6 @@ class FID(SwapMetric):
         try:
             self._experts[self.inception_role] = experts(self.inception_role)
         except ValueError:
-            from swaplab.experts.inception import InceptionFeatures
-
             self._experts[self.inception_role] = InceptionFeatures.build(path=self.path, weights_dir=self.weights_dir)
 
     def _add(self, side: str, features: torch.Tensor) -> None:

@@ -1,12 +1,12 @@
 """The GAN LightningModule skeleton shared by the four methods.
 
-A method subclasses `SwapGAN` and defines `generate` (the swap), `generator_losses` and
+A method subclasses `SwapModule` and defines `generate` (the swap), `generator_losses` and
 `discriminator_losses` (named, unweighted terms). The skeleton owns the step logic: manual optimization,
 the generator output computed once per step and detached for D, D frozen for the G loss, explicit
 scheduler steps, gradient clipping, a generator EMA, weighted sums from `loss_weights` and logging as
 `train/g/<term>` / `train/d/<term>` on logging steps. `trainer.global_step` counts generator iterations: the
 D update is applied through the strategy so that it does not advance the step counter. Under
-`swaplab.strategies.GANDDPStrategy` each optimizer's gradients are averaged over processes before it steps.
+`swaplab.training.strategies.GANDDPStrategy` each optimizer's gradients are averaged over processes before it steps.
 
 Fast paths (config switches, off by default): `channels_last` memory format for G, D and the step's images,
 `compile` (torch.compile of G and D, in place so checkpoints keep their keys) and `accumulate_grad_batches`
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -29,9 +28,10 @@ from torch import nn
 
 from swaplab.experts import Experts
 from swaplab.losses import WeightedSum
+from swaplab.runtime import get_logger
 
 Batch = dict[str, torch.Tensor]
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 # D terms that differentiate through D twice (R1 / gradient penalty): AOT autograd (torch.compile) cannot
 DOUBLE_BACKWARD_TERMS = ("gp", "r1")
 
@@ -72,8 +72,9 @@ class SwapOutput:
         return replace(self, swap=self.swap.detach(), extras={k: _detach(v) for k, v in self.extras.items()})
 
 
-class SwapGAN(pl.LightningModule):
-    """GAN training skeleton; see the module docstring for what subclasses provide."""
+class SwapModule(pl.LightningModule):
+    """The training skeleton of every swap method (with or without a discriminator); see the module docstring
+    for what subclasses provide."""
 
     generator_terms: tuple[str, ...] = ()  # weighted generator loss terms (names in loss_weights)
     discriminator_terms: tuple[str, ...] = ()  # weighted D terms beyond real/fake (e.g. "gp")
@@ -155,7 +156,7 @@ class SwapGAN(pl.LightningModule):
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> SwapOutput:
         return self.generate(source, target, self.inference_generator)
 
-    def train(self, mode: bool = True) -> SwapGAN:
+    def train(self, mode: bool = True) -> SwapModule:
         super().train(mode)
         if self.generator_ema is not None:
             self.generator_ema.eval()
@@ -257,7 +258,7 @@ class SwapGAN(pl.LightningModule):
 
     def _averaged_gradients(self, optimizer: Any, update: bool) -> contextlib.AbstractContextManager:
         """Around the backward pass before `optimizer` steps: multi-process strategies without a DDP wrapper
-        (swaplab.strategies.GANDDPStrategy) average its gradients there."""
+        (swaplab.training.strategies.GANDDPStrategy) average its gradients there."""
         average = getattr(self.trainer.strategy, "averaged_gradients", None)
         return average(optimizer.optimizer) if average is not None and update else contextlib.nullcontext()
 

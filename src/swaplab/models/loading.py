@@ -9,8 +9,8 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from swaplab.utils.checkpoint_io import safe_torch_load
-from swaplab.utils.instantiate import plain_user_errors
+from swaplab.errors import plain_user_errors
+from swaplab.io.checkpoints import safe_torch_load
 
 
 def expert_roles(cfg: DictConfig) -> list[str]:

@@ -6,8 +6,8 @@ import kornia
 import numpy as np
 import torch
 
-from swaplab.data.templates import Template
-from swaplab.utils.blending import seamless_clone
+from swaplab.faces.templates import Template
+from swaplab.imaging import seamless_clone
 
 
 def ellipse_mask(template: Template, feather: float = 0.15, scale: float = 1.0) -> torch.Tensor:

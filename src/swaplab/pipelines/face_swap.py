@@ -20,11 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from swaplab.data.templates import Template, get_template
 from swaplab.experts.detection import Detections
+from swaplab.faces.templates import Template, get_template
+from swaplab.imaging import from_uint8, to_uint8
 from swaplab.models.base import SwapOutput
+from swaplab.models.loading import build_experts, load_swap_model
 from swaplab.pipelines.blend import ellipse_mask, feather_mask, match_colour, paste_back
-from swaplab.utils.images import from_uint8, to_uint8
 
 MASKS, BLENDS, SELECTS = ("ellipse", "parsing", "learned"), ("alpha", "poisson"), ("largest", "all", "index",
                                                                                   "reference")
@@ -89,8 +90,6 @@ class FaceSwapPipeline:
                         use_ema: bool = True, **options: Any) -> FaceSwapPipeline:
         """The model of a swaplab checkpoint with its alignment template and resolution; the detector (and
         parser / identity encoder when the options need them) come from its experts config (or `experts`)."""
-        from swaplab.models.loading import build_experts, load_swap_model
-
         opts = SwapOptions(**options)
         model, cfg = load_swap_model(ckpt, experts)
         roles = ["detector"] + [r for r, need in (("parsing", opts.mask == "parsing"),
@@ -99,7 +98,7 @@ class FaceSwapPipeline:
         built = build_experts(cfg.experts, [r for r in roles if r not in own]) if len(own) < len(roles) else None
         if built is not None:
             built.set_input_template(cfg.data.template)
-        found = {**own, **({r: getattr(built, r) for r in built._modules} if built is not None else {})}
+        found = {**own, **(dict(built.items()) if built is not None else {})}
         template = get_template(cfg.data.template, int(cfg.data.resolution))
         pipe = cls(model, found["detector"], template, opts, found.get("parsing"), found.get("identity"), use_ema)
         return pipe.to(device)

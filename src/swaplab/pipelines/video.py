@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from swaplab.imaging import from_uint8, to_uint8
 from swaplab.pipelines.face_swap import FaceSwapPipeline
-from swaplab.utils.images import from_uint8, to_uint8
 
 
 class LandmarkSmoother:

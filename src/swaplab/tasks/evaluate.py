@@ -16,7 +16,6 @@ config, built once) on the protocol's pairs at its own resolution and crop templ
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -27,20 +26,18 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from swaplab.data.datamodule import collate_swaps
+from swaplab.errors import plain_user_errors
 from swaplab.experts.registry import sha256_of
 from swaplab.metrics import SwapMetrics, build_metrics
+from swaplab.metrics.reports import comparison_plot, markdown_table, write_csv
 from swaplab.metrics.runner import evaluate_swaps
 from swaplab.models.loading import build_experts, load_swap_model
-from swaplab.utils.instantiate import instantiate_map, plain_user_errors
-from swaplab.utils.reports import comparison_plot, markdown_table, write_csv
+from swaplab.runtime import get_logger, resolve_device
+from swaplab.tasks.instantiate import instantiate_map
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 FILES = {"per_example": "per_example.csv", "summary": "summary.json", "table": "table.md", "plot": "comparison.png"}
-
-
-def resolve_device(name: str) -> torch.device:
-    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
 def protocol_dataset(protocol: DictConfig, run_cfg: DictConfig) -> Dataset:

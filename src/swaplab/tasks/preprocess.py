@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from swaplab.data.preprocessing import PreprocessOptions, preprocess_faces
-from swaplab.utils.config import ConfigError
+from swaplab.errors import ConfigError
+from swaplab.preprocessing.options import PreprocessOptions
+from swaplab.preprocessing.preprocessor import preprocess_faces
+from swaplab.runtime import get_logger, resolve_device
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def preprocess_options(cfg: DictConfig) -> PreprocessOptions:
@@ -40,12 +41,10 @@ def validate_preprocess_config(cfg: DictConfig) -> PreprocessOptions:
 
 def preprocess(cfg: DictConfig) -> dict[str, Any]:
     """Returns the summary (this run's and the store's cumulative counts, skips by reason)."""
-    from swaplab.models.loading import build_experts
-    from swaplab.tasks.swap import pick_device
-
+    from swaplab.models.loading import build_experts  # Lightning: seconds the store tools need not pay
     opts = validate_preprocess_config(cfg)
     roles = ["detector"] + ["landmarks"] * (opts.landmarks == "dlib68") + ["parsing"] * bool(opts.parsing)
-    experts = build_experts(cfg.experts, roles).to(pick_device(str(cfg.get("device", "auto"))))
+    experts = build_experts(cfg.experts, roles).to(resolve_device(str(cfg.get("device", "auto"))))
     detector = experts.detector
     if hasattr(detector, "min_face_size") and opts.min_face_size >= 1:
         # MTCNN's image pyramid then starts at faces of min_face_size: smaller ones would be dropped anyway

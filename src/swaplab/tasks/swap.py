@@ -7,7 +7,6 @@ swap, mask, colour-correct, blend, paste back). `aligned=true` swaps ready-made 
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,21 +16,16 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from swaplab.data.inputs import is_video, list_inputs
+from swaplab.imaging import from_uint8, to_uint8
+from swaplab.io.files import list_images, read_rgb, write_rgb
 from swaplab.models.loading import load_swap_model
 from swaplab.pipelines.face_swap import FaceSwapPipeline, NoFaceError
 from swaplab.pipelines.video import swap_video
-from swaplab.utils.images import from_uint8, to_uint8
-from swaplab.utils.io import list_images, read_rgb, write_rgb
+from swaplab.preprocessing.inputs import is_video, list_inputs
+from swaplab.runtime import get_logger, resolve_device
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 ON_NO_FACE = ("copy", "error", "skip")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def read_photo(path: str | Path) -> np.ndarray:
@@ -48,7 +42,7 @@ def read_photo(path: str | Path) -> np.ndarray:
 def swap(cfg: DictConfig) -> dict:
     if cfg.on_no_face not in ON_NO_FACE:
         raise ValueError(f"on_no_face must be one of {ON_NO_FACE}, got {cfg.on_no_face!r}")
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     if cfg.aligned:
         return swap_aligned_crops(cfg, device)
     options = OmegaConf.to_container(cfg.pipeline, resolve=True)

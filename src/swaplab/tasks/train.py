@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -11,13 +10,14 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from swaplab.io.checkpoints import AtomicCheckpointIO
 from swaplab.models.loading import build_model
-from swaplab.utils.checkpoint_io import AtomicCheckpointIO
-from swaplab.utils.config import validate_train_config
-from swaplab.utils.instantiate import instantiate_data, instantiate_map
-from swaplab.utils.loggers import announce_offline_runs
+from swaplab.runtime import get_logger
+from swaplab.tasks.instantiate import instantiate_data, instantiate_map
+from swaplab.tasks.validation import validate_train_config
+from swaplab.training.loggers import announce_offline_runs
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # Frozen experts are in eval mode on purpose (swaplab.experts.base).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)

@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from swaplab.data.occlusion import RandomOccluders
+from swaplab.io.checkpoints import safe_torch_load
 from swaplab.losses import IdentityLoss, ReconstructionLoss
-from swaplab.models.base import Batch, SwapGAN, SwapOutput
+from swaplab.models.base import Batch, SwapModule, SwapOutput
 from swaplab.models.faceshifter.hear_net import HEARNet
 from swaplab.models.faceshifter.module import FaceShifter
 from swaplab.models.loading import checkpoint_config
-from swaplab.utils.checkpoint_io import safe_torch_load
 
 HOW_TO_GET_AEI = ("train the AEI-Net first (python train.py experiment=faceshifter_paper, or model=faceshifter "
                   "for the CPU demo) and pass its checkpoint, e.g. aei_ckpt=<run dir>/checkpoints/last.ckpt "
@@ -54,7 +54,7 @@ def load_aei_generator(path: str | Path) -> tuple[nn.Module, dict[str, Any], dic
     return generator, generator_cfg, checkpoint["swaplab"].get("experts", {})
 
 
-class FaceShifterHEAR(SwapGAN):
+class FaceShifterHEAR(SwapModule):
     """HEAR-Net refinement of a frozen AEI-Net; `forward(source, target)` returns the refined swap with the
     AEI result in `extras["aei"]`, or the AEI result itself when `refine` is False."""
 

@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from swaplab.losses import AdversarialLoss, IdentityLoss, MultiLevelFeatureLoss, ReconstructionLoss
-from swaplab.models.base import Batch, SwapGAN, SwapOutput
+from swaplab.models.base import Batch, SwapModule, SwapOutput
 from swaplab.models.faceshifter.aei_net import AEINet
 
 
-class FaceShifter(SwapGAN):
+class FaceShifter(SwapModule):
     generator_terms = ("adv", "att", "id", "rec")
     required_experts = ("identity",)
 

@@ -19,13 +19,13 @@ import torch
 from torch import nn
 
 from swaplab.losses.style import content_loss, neural_patches, patch_style_loss, total_variation
-from swaplab.models.base import Batch, SwapGAN, SwapOutput
+from swaplab.models.base import Batch, SwapModule, SwapOutput
 from swaplab.models.fast_faceswap.network import TransformationNet
-from swaplab.models.fast_faceswap.postprocess import paste_back
+from swaplab.models.fast_faceswap.postprocess import clone_face_back
 from swaplab.models.fast_faceswap.style_bank import StyleBank
 
 
-class FastFaceSwap(SwapGAN):
+class FastFaceSwap(SwapModule):
     """`forward(source, target)` ignores `source` (the identity lives in the weights) and turns the aligned
     `target` into the style identity; with `paste_back` the face is cloned back into the target's crop."""
 
@@ -70,7 +70,7 @@ class FastFaceSwap(SwapGAN):
         out = super().forward(source, target)
         if not self.paste_back:
             return out
-        blended, mask = paste_back(out.swap, target, self.experts.parsing, self.paste_regions)
+        blended, mask = clone_face_back(out.swap, target, self.experts.parsing, self.paste_regions)
         return SwapOutput(blended, {"raw": out.swap, "mask": mask})
 
     def style_features(self) -> StyleBank:

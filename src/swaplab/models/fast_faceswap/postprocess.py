@@ -2,7 +2,7 @@
 
 The paper segments the input into background / hair / skin and stitches the network's face into the input
 with OpenCV's seamless cloning; here the parsing expert's region groups give the mask and
-`swaplab.utils.blending.seamless_clone` (cv2.seamlessClone, NORMAL_CLONE) does the cloning.
+`swaplab.imaging.seamless_clone` (cv2.seamlessClone, NORMAL_CLONE) does the cloning.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from swaplab.utils.blending import seamless_clone
+from swaplab.imaging import seamless_clone
 
 
 @torch.no_grad()
-def face_mask(parsing: nn.Module, images: torch.Tensor, regions: Sequence[str] = ("face",)) -> torch.Tensor:
+def parsing_mask(parsing: nn.Module, images: torch.Tensor, regions: Sequence[str] = ("face",)) -> torch.Tensor:
     """B x 1 x H x W hard mask of the parsing groups `regions` (default: the skin / inner face group)."""
     masks = parsing.masks(images, hard=True)
     unknown = [r for r in regions if r not in masks]
@@ -27,9 +27,9 @@ def face_mask(parsing: nn.Module, images: torch.Tensor, regions: Sequence[str] =
 
 
 @torch.no_grad()
-def paste_back(swap: torch.Tensor, content: torch.Tensor, parsing: nn.Module,
+def clone_face_back(swap: torch.Tensor, content: torch.Tensor, parsing: nn.Module,
                regions: Sequence[str] = ("face",)) -> tuple[torch.Tensor, torch.Tensor]:
     """(blended, mask): the swap's face region seamlessly cloned into the content image, whose background and
     hair stay exactly as they were."""
-    mask = face_mask(parsing, content, regions)
+    mask = parsing_mask(parsing, content, regions)
     return seamless_clone(swap, content, mask, mode="normal"), mask

@@ -22,7 +22,6 @@ and for labels Gs (the parser expert for Gs's own training labels).
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -32,21 +31,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from swaplab.experts import VGG_LOSS_WEIGHTS
+from swaplab.imaging import seamless_clone
 from swaplab.losses import AdversarialLoss, masked_mean
-from swaplab.models.base import Batch, SwapGAN, SwapOutput
-from swaplab.models.fsgan.heatmaps import interpolate_views, landmark_heatmaps
-from swaplab.models.fsgan.pipeline import (
+from swaplab.models.base import Batch, SwapModule, SwapOutput
+from swaplab.models.fsgan.generators import (
     STAGES,
     FSGANGenerators,
     dlib_landmarks,
-    face_mask,
+    face_label_mask,
     half_resolution,
     random_holes,
     transfer,
 )
-from swaplab.utils.blending import seamless_clone
+from swaplab.models.fsgan.heatmaps import interpolate_views, landmark_heatmaps
+from swaplab.runtime import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def _optimize_only(optimizer: Callable[..., torch.optim.Optimizer], module: nn.Module, _params: Any
@@ -58,7 +58,7 @@ def _optimize_only(optimizer: Callable[..., torch.optim.Optimizer], module: nn.M
 STAGE_PREFIX = {"segmentation": "seg_", "reenactment": "reenact_", "inpainting": "inpaint_", "blending": "blend_"}
 
 
-class FSGAN(SwapGAN):
+class FSGAN(SwapModule):
     generator_terms = ("seg_ce", "reenact_pix", "reenact_id", "reenact_attr", "reenact_seg", "reenact_adv",
                        "inpaint_pix", "inpaint_id", "inpaint_attr", "inpaint_adv",
                        "blend_pix", "blend_id", "blend_attr", "blend_adv")
@@ -191,8 +191,8 @@ class FSGAN(SwapGAN):
             return SwapOutput(images[-1], extras | {"adv_fake": images[-1], "adv_real": target})
         segment = generator.segmentation
         reenacted = images[-1].detach()
-        reenacted_face = face_mask(self.labels(reenacted, segment))
-        target_face = face_mask(self.labels(target, segment, truth))
+        reenacted_face = face_label_mask(self.labels(reenacted, segment))
+        target_face = face_label_mask(self.labels(target, segment, truth))
         if self.training and self.stage == "inpainting":
             reenacted_face &= ~random_holes(reenacted_face)
         holed = reenacted.masked_fill(~reenacted_face, -1.0)

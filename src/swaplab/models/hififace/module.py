@@ -17,14 +17,14 @@ from torch import nn
 
 from swaplab.experts import shape_distance
 from swaplab.losses import AdversarialLoss, IdentityLoss, ReconstructionLoss, masked_mean, r1_penalty
-from swaplab.models.base import Batch, SwapGAN, SwapOutput
+from swaplab.models.base import Batch, SwapModule, SwapOutput
 from swaplab.models.hififace.generator import HifiFaceGenerator, resize
 from swaplab.models.hififace.identity import shape_aware_identity
 
 ALL_LANDMARKS = slice(None)
 
 
-class HifiFace(SwapGAN):
+class HifiFace(SwapModule):
     generator_terms = ("adv", "shape", "id", "rec", "cyc", "lpips", "seg")
     discriminator_terms = ("gp",)
     required_experts = ("identity", "face3d", "parsing", "lpips")

@@ -17,7 +17,7 @@ import torch
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
-from swaplab.experts.lighting import LightingNet, to_grayscale
+from swaplab.nets.lighting import LightingNet, to_grayscale
 
 Batch = dict[str, torch.Tensor]
 

@@ -1,7 +1,9 @@
-"""Poisson (gradient-domain) blending of image batches through OpenCV's seamless cloning.
+"""Image batches: conversions between model tensors ([-1, 1], NCHW) and uint8 images, and Poisson
+(gradient-domain) blending through OpenCV's seamless cloning.
 
-FSGAN's blending target and Fast Face-swap's paste-back both use `cv2.seamlessClone` (NORMAL_CLONE). OpenCV
-solves one image at a time in C++ (releasing the GIL), so a batch is spread over a small thread pool.
+FSGAN's blending target, Fast Face-swap's paste-back and the inference pipeline's `poisson` blend all use
+`cv2.seamlessClone` (NORMAL_CLONE). OpenCV solves one image at a time in C++ (releasing the GIL), so a batch is
+spread over a small thread pool.
 """
 
 from __future__ import annotations
@@ -12,7 +14,22 @@ import cv2
 import numpy as np
 import torch
 
-from swaplab.utils.images import from_uint8, to_uint8
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(…,3,H,W) float in [-1, 1] -> (…,H,W,3) uint8."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1)
+
+
+def from_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(…,H,W,3) uint8 -> (…,3,H,W) float in [-1, 1]."""
+    return images.movedim(-1, -3).float() / 127.5 - 1
+
+
+def swap_grid(*columns: torch.Tensor) -> np.ndarray:
+    """One row per sample, one column per tensor (e.g. source | target | swap), as a uint8 HxWx3 array."""
+    rows = torch.cat(columns, dim=-1)  # B,3,H,k*W
+    return to_uint8(torch.cat(list(rows), dim=-2)).cpu().numpy()  # B*H, k*W, 3
+
 
 CLONE_MODES = {"normal": cv2.NORMAL_CLONE, "mixed": cv2.MIXED_CLONE}
 

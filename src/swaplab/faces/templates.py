@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 import torch
 
+from swaplab.faces.landmarks import five_points
+
 # InsightFace's 5-point template for 112 x 112 ArcFace crops.
 ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
                         [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
@@ -32,10 +34,6 @@ ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.736
 # 112 square is the box (0.075, 0.925) of the crop; at 256 the identity input is crop[19:237] resized to 112.
 FACESHIFTER_BOX = (0.075, 0.925)
 CANONICAL = "faceshifter_256"  # the crops experts expect (each cuts its own box out of it)
-
-# 68-point (iBUG / dlib) indices the FFHQ recipe reads.
-LEFT_EYE_68, RIGHT_EYE_68, MOUTH_CORNERS_68 = slice(36, 42), slice(42, 48), (48, 54)
-
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """2 x 3 least-squares similarity (rotation, uniform scale, translation) mapping points src -> dst
@@ -52,18 +50,6 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     linear = scale[..., None, None] * rot
     shift = mu_d[..., 0, :] - (linear @ mu_s[..., 0, :, None])[..., 0]
     return np.concatenate([linear, shift[..., None]], -1)
-
-
-def five_points(landmarks: np.ndarray) -> np.ndarray:
-    """ArcFace-order five points from ... x 5 x 2 (returned as is) or iBUG 68-point landmarks (eye centres,
-    nose tip 30, mouth corners 48 / 54)."""
-    landmarks = np.asarray(landmarks, np.float64)
-    if landmarks.shape[-2] == 5:
-        return landmarks
-    if landmarks.shape[-2] != 68:
-        raise ValueError(f"landmarks must be ... x 5 x 2 or ... x 68 x 2, got {landmarks.shape}")
-    return np.stack([landmarks[..., LEFT_EYE_68, :].mean(-2), landmarks[..., RIGHT_EYE_68, :].mean(-2),
-                     landmarks[..., 30, :], landmarks[..., 48, :], landmarks[..., 54, :]], -2)
 
 
 def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
@@ -137,7 +123,8 @@ def warp_image(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
 
 
-def _arcface_in_box(box: tuple[float, float], size: int) -> np.ndarray:
+def arcface_template(size: int = 256, box: tuple[float, float] = FACESHIFTER_BOX) -> np.ndarray:
+    """The 5 ArcFace template points (5 x 2, pixels) in a size x size crop whose ArcFace-112 square is `box`."""
     lo, hi = box
     return (lo + ARCFACE_112 / 112.0 * (hi - lo)) * size
 
@@ -160,7 +147,7 @@ for _t in (
     Template("arcface_112", 112, ARCFACE_112, description="InsightFace ArcFace input (norm_crop, 112 x 112)"),
     Template("arcface_128", 128, ARCFACE_112 + [8.0, 0.0],
              description="InsightFace norm_crop at 128: the 112 template shifted 8 px right (no scaling)"),
-    Template(CANONICAL, 256, _arcface_in_box(FACESHIFTER_BOX, 256),
+    Template(CANONICAL, 256, arcface_template(256, FACESHIFTER_BOX),
              description="FaceShifter / swaplab canonical: ArcFace template scaled 1/0.85 into the crop"),
     Template("mtcnn_512", 512, ARCFACE_112 * (512 / 112),
              description="MTCNN aligner (TreB1eN get_reference_facial_points, default_square) scaled to 512"),
@@ -210,3 +197,10 @@ def convert_crops(crops: torch.Tensor, source: str | Template, target: str | Tem
     out = kornia.geometry.transform.warp_affine(work, m, (target.size, target.size), mode=mode,
                                                 padding_mode=padding_mode, align_corners=True)
     return out.to(crops.dtype) if crops.is_floating_point() else out.round().clamp(0, 255).to(crops.dtype)
+
+
+def align_faces(image: np.ndarray, landmarks: np.ndarray, size: int = 256, template: str = CANONICAL) -> torch.Tensor:
+    """Aligned crops (N x 3 x size x size RGB in [-1, 1], `template` at `size`; default the canonical crop
+    every expert takes) of the faces whose 5 (ArcFace order) or 68 points are given (N x K x 2)."""
+    crops = get_template(template, size).crop(image, landmarks)
+    return torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 127.5 - 1

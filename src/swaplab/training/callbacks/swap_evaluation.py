@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -12,11 +11,13 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 
 from swaplab.data.datamodule import collate_swaps
+from swaplab.imaging import to_uint8
 from swaplab.metrics import SwapMetrics, build_metrics, expert_lookup
 from swaplab.metrics.runner import evaluate_swaps
-from swaplab.utils.images import to_uint8
+from swaplab.models.loading import build_experts
+from swaplab.runtime import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def example_table(images: Mapping[str, torch.Tensor], scores: Mapping[str, torch.Tensor],
@@ -56,12 +57,10 @@ class SwapEvaluation(pl.Callback):
         if self.metrics is not None:
             return
         experts = pl_module.experts
-        missing = [r for r in build_metrics(self.specs).roles() if r not in experts._modules]
+        missing = [r for r in build_metrics(self.specs).roles() if r not in experts]
         containers = [experts]
         if missing:
             from omegaconf import OmegaConf
-
-            from swaplab.models.loading import build_experts
 
             run_experts = getattr(pl_module, "run_config", {}).get("experts")
             if not run_experts:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import hydra
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-log = logging.getLogger(__name__)
+from swaplab.errors import plain_user_errors
+from swaplab.runtime import get_logger
+
+log = get_logger(__name__)
 
 
 def instantiate_map(cfg: DictConfig | None, what: str) -> list[Any]:
@@ -29,24 +28,6 @@ def instantiate_map(cfg: DictConfig | None, what: str) -> list[Any]:
         log.info("Instantiating %s <%s>", what, node._target_)
         objects.append(hydra.utils.instantiate(node, _convert_="all"))
     return objects
-
-
-@contextmanager
-def plain_user_errors() -> Iterator[None]:
-    """Re-raise the errors a user fixes (missing weights or data, unsafe checkpoints) without Hydra's
-    InstantiationException wrapper, so their one line is what the user reads."""
-    from swaplab.data.errors import DataNotFoundError
-    from swaplab.experts.registry import MissingWeightsError, UnsafeCheckpointError
-
-    try:
-        yield
-    except InstantiationException as err:
-        cause: BaseException | None = err
-        while isinstance(cause, InstantiationException):
-            cause = cause.__cause__
-        if isinstance(cause, MissingWeightsError | UnsafeCheckpointError | DataNotFoundError):
-            raise cause from None
-        raise
 
 
 def instantiate_data(cfg: DictConfig) -> Any:

@@ -6,9 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-
-class ConfigError(ValueError):
-    pass
+from swaplab.errors import ConfigError
 
 
 def _is_power_of_two(n: object) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,9 @@ from typing import Any
 import numpy as np
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
-log = logging.getLogger(__name__)
+from swaplab.runtime import get_logger
+
+log = get_logger(__name__)
 
 
 def wandb_has_api_key() -> bool:

@@ -6,8 +6,8 @@ import pytorch_lightning as pl
 import torch
 
 from swaplab.data.datamodule import collate_swaps
-from swaplab.utils.images import swap_grid
-from swaplab.utils.loggers import log_images
+from swaplab.imaging import swap_grid
+from swaplab.training.loggers import log_images
 
 
 class ImageGridLogger(pl.Callback):

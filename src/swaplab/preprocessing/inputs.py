@@ -6,14 +6,15 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from swaplab.data.video import (
+from swaplab.data.loader import fork_safe_opencv
+from swaplab.io.files import IMAGE_SUFFIXES, read_rgb
+from swaplab.io.video import (
     UNOPENABLE,
     VIDEO_SUFFIXES,
     VideoReadError,
@@ -21,10 +22,7 @@ from swaplab.data.video import (
     read_video_frames,
     video_frame_count,
 )
-from swaplab.utils.io import IMAGE_SUFFIXES, read_rgb
-
-if TYPE_CHECKING:
-    from swaplab.data.preprocessing import PreprocessOptions
+from swaplab.preprocessing.options import PreprocessOptions
 
 UNREADABLE = "unreadable image"
 
@@ -119,12 +117,6 @@ def _keep(sample: Any) -> Any:
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
-
-
-def fork_safe_opencv() -> None:
-    """Stop OpenCV's thread pool before DataLoader workers fork: a forked child inherits the pool's locks but
-    not its threads, and its first pool call (even cv2.setNumThreads) can then wait forever."""
-    cv2.setNumThreads(1)
 
 
 def loader(dataset: Dataset, workers: int) -> DataLoader:

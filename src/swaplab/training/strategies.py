@@ -99,7 +99,7 @@ class GradientAverager:
 
 
 class GANDDPStrategy(DDPStrategy):
-    """DDP for `SwapGAN` modules: the module stays unwrapped, start weights are broadcast from rank 0, and each
+    """DDP for `SwapModule` modules: the module stays unwrapped, start weights are broadcast from rank 0, and each
     optimizer's gradients are averaged before it steps (`averaged_gradients`). Takes DDPStrategy's arguments
     except the DistributedDataParallel ones; `bucket_cap_mb` sizes the all-reduce buckets."""
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from swaplab.experts.registry import UnsafeCheckpointError
+from swaplab.errors import UnsafeCheckpointError
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -42,7 +42,8 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpointError(
-            f"{path} contains objects other than tensors and plain containers; refused (loading it could run code)"
+            f"{path} holds objects other than tensors and plain containers; refused (loading it could run code). "
+            "Re-save it as a plain state_dict or safetensors from a trusted environment."
         ) from err
 
 

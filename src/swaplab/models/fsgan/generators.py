@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from swaplab.faces.crop import DLIB_FACE_BOX
+from swaplab.imaging import to_uint8
+from swaplab.io.checkpoints import safe_torch_load
 from swaplab.nets.resunet import MultiScaleResUNet
-from swaplab.utils.checkpoint_io import safe_torch_load
-from swaplab.utils.images import to_uint8
 
 STAGES = ("segmentation", "reenactment", "inpainting", "blending")  # the training order
 NUM_LANDMARKS = 68
 BACKGROUND, FACE, HAIR = 0, 1, 2  # Gs classes (the synthetic `*_mask` and the parser's group labels agree)
-LANDMARK_BOX = (0.18, 0.32, 0.79, 0.93)  # dlib's face box in the canonical crop (as CropLandmarkPose)
 
 
 class FSGANGenerators(nn.Module):
@@ -58,7 +58,7 @@ class FSGANGenerators(nn.Module):
             self[stage].load_state_dict(weights)
 
 
-def face_mask(labels: torch.Tensor) -> torch.Tensor:
+def face_label_mask(labels: torch.Tensor) -> torch.Tensor:
     """B x H x W class labels -> B x 1 x H x W boolean face mask."""
     return (labels == FACE).unsqueeze(1)
 
@@ -101,6 +101,6 @@ def dlib_landmarks(expert: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """B x 68 x 2 pixel landmarks of canonical crops from the dlib `landmarks` expert with a fixed face box
     (dlib is a per-image C++ API: this loops over the batch on the CPU)."""
     frames = to_uint8(images).cpu().numpy()
-    box = np.asarray([LANDMARK_BOX], np.float32) * images.shape[-1]
+    box = np.asarray([DLIB_FACE_BOX], np.float32) * images.shape[-1]
     points = np.stack([expert(np.ascontiguousarray(frame), box)[0] for frame in frames])
     return torch.from_numpy(points).to(images.device, images.dtype)

@@ -1,0 +1,1 @@
+"""What a training run adds to a model: callbacks, the DDP strategy, loggers."""
