@@ -142,9 +142,8 @@ class FolderStyleSet:
             crops.append(cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (size, size), interpolation=cv2.INTER_AREA))
         images = from_uint8(torch.from_numpy(np.stack(crops)))
         if self._landmarks is None:
-            from swaplab.experts import (
-                DlibLandmarks,  # every expert loads with it (~10 s): only when a style set needs it
-            )
+            # importing swaplab.experts loads every expert (~10 s): only when a style set needs landmarks
+            from swaplab.experts import DlibLandmarks
 
             self._landmarks = DlibLandmarks.build(points=68)
         points = detect_landmarks(images, self._landmarks, self.face_box)
@@ -174,9 +173,8 @@ class FrontalAlignedPairs(Dataset):
                 raise ValueError(f"the dataset gives no '{side}_landmarks': use landmarks=dlib")
             return batch[f"{side}_landmarks"].numpy()
         if self._dlib is None:
-            from swaplab.experts import (
-                DlibLandmarks,  # every expert loads with it (~10 s): only when a style set needs it
-            )
+            # importing swaplab.experts loads every expert (~10 s): only when a style set needs landmarks
+            from swaplab.experts import DlibLandmarks
 
             self._dlib = DlibLandmarks.build(points=68)
         return detect_landmarks(batch[side], self._dlib, self.face_box)

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from swaplab.data.datamodule import collate_swaps
@@ -166,8 +168,5 @@ def log_to_loggers(cfg: DictConfig, summary: dict[str, Any], out: Path) -> None:
             data = [[r["name"], r["model"], *r["metrics"].values()] for r in summary["checkpoints"]]
             logger.log_table(key="eval/results", columns=columns, data=data)
         if hasattr(logger, "log_image"):
-            import numpy as np
-            from PIL import Image
-
             logger.log_image(key="eval/comparison", images=[np.asarray(Image.open(out / FILES["plot"]).convert("RGB"))])
         logger.finalize("success")
