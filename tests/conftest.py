@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from swaplab.tasks.compose import clear_hydra_state
+
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -14,6 +16,13 @@ os.environ.setdefault("WANDB_SILENT", "true")
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _clean_hydra_state():
+    """A test that composes a config leaves no global Hydra instance or run config behind for the next one."""
+    yield
+    clear_hydra_state()
 
 
 @pytest.fixture

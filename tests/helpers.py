@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+
+from swaplab.tasks.compose import compose_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -38,19 +37,11 @@ TINY = [
 
 def compose_config(config_name: str, tmp_path: Path, overrides: list[str]) -> DictConfig:
     """Compose a config as `python <entry>.py overrides...` would, with run folders under tmp_path."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(config_name=config_name, return_hydra_config=True, overrides=overrides)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(tmp_path)
-        cfg.hydra.runtime.cwd = str(ROOT)
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
+    cfg = compose_run_config(CONF, config_name, overrides, output_dir=tmp_path, cwd=ROOT)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
         cfg.paths.log_dir = str(tmp_path / "logs")
         cfg.paths.weights_dir = str(tmp_path / "weights")
-        del cfg.hydra
     return cfg
 
 

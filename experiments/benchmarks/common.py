@@ -8,9 +8,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+
+from swaplab.tasks.compose import compose_run_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 # 32x32 faces and networks of a few thousand weights: the --tiny mode of every benchmark (tests)
@@ -52,16 +52,7 @@ def random_expert_weights(cfg: DictConfig) -> None:
 
 
 def train_config(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):  # resolve ${hydra:...} as a run from the repository root would
-        cfg.hydra.runtime.output_dir = tempfile.mkdtemp(prefix="swaplab_bench_")
-        cfg.hydra.runtime.cwd = str(CONF.parent)
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    return cfg
+    return compose_run_config(CONF, "train", overrides, output_dir=tempfile.mkdtemp(prefix="swaplab_bench_"))
 
 
 def machine(device: torch.device) -> dict:
