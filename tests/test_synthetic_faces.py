@@ -5,14 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
+from swaplab.data.synthetic import SyntheticSwapDataset
 from swaplab.data.synthetic_faces import (
     EXPRESSION_DIM,
+    FACTORS,
     MASK_CLASSES,
     N_LANDMARKS,
     SHAPE_DIM,
     SyntheticFaces,
     _mix,
     hash_uniform,
+    swap_factors,
 )
 
 RIGHT_EYE, LEFT_EYE = list(range(36, 42)), list(range(42, 48))
@@ -225,3 +228,50 @@ def test_cuda_matches_cpu() -> None:
     torch.testing.assert_close(gpu["landmarks"].cpu(), cpu["landmarks"], atol=1e-3, rtol=0)
     assert (gpu["image"].cpu() - cpu["image"]).abs().mean() < 1e-3
     assert (gpu["mask"].cpu() != cpu["mask"]).float().mean() < 0.01
+
+
+# --- true swaps -------------------------------------------------------------------------------------------------
+
+def test_true_swap_of_one_identity_is_the_target_bit_for_bit(gen64: SyntheticFaces) -> None:
+    """Source and target are different images of the same people: the true swap renders the target exactly."""
+    ids = _ids(3, 3, 11, 40)
+    source, target = gen64.sample(ids, _ids(0, 1, 2, 3)), gen64.sample(ids, _ids(5, 6, 7, 8))
+    truth, rendered_target = gen64.render(swap_factors(source, target)), gen64.render(target)
+    for key in ("image", "mask", "landmarks"):
+        assert torch.equal(truth[key], rendered_target[key]), key
+
+
+def test_true_swap_takes_identity_factors_from_the_source_and_the_rest_from_the_target(gen64) -> None:
+    source, target = gen64.sample(_ids(1, 2), _ids(0, 0)), gen64.sample(_ids(7, 8), _ids(3, 4))
+    swap = swap_factors(source, target)
+    assert torch.equal(swap["shape"], source["shape"])
+    for columns, origin in (([0, 1, 2, 6, 7, 8, 16, 17, 18, 19], source),  # skin, iris, brows, lips, eye tilt
+                            ([3, 4, 5, 12, 13, 14, 15, 9, 10, 11], target)):  # hair, clothing
+        assert torch.equal(swap["appearance"][:, columns], origin["appearance"][:, columns])
+    for key in ("pose", "expression", "gaze", "light", "light_ambient", "light_tint", "background",
+                "translation", "scale"):
+        assert torch.equal(swap[key], target[key]), key
+    # nothing from the source: the target; everything from the source: the source image
+    assert torch.equal(gen64.render(swap_factors(source, target, ()))["image"], gen64.render(target)["image"])
+    everything = swap_factors(source, target, list(FACTORS))
+    assert torch.equal(gen64.render(everything)["image"], gen64.render(source)["image"])
+    with pytest.raises(ValueError, match="unknown face factors"):
+        swap_factors(source, target, ["nose_ring"])
+
+
+def test_dataset_true_swaps_match_the_renderer_and_keep_the_target_pose() -> None:
+    data = SyntheticSwapDataset(resolution=32, num_identities=20, images_per_identity=3, same_identity_rate=0.5,
+                                same_image_rate=0.5, true_swap=True)
+    batch = data.__getitems__(list(range(24)))
+    same, other = batch["same"], ~batch["same"]
+    assert same.any() and other.any() and (same & ~batch["same_image"]).any()
+    for key in ("", "_mask", "_landmarks"):
+        assert torch.equal(batch[f"true_swap{key}"][same], batch[f"target{key}"][same])
+    faces, p = data.faces, data.pairs(torch.arange(24))
+    expected = faces.render(swap_factors(faces.sample(p["source_id"], p["source_img"]),
+                                         faces.sample(p["target_id"], p["target_img"])))
+    assert torch.equal(batch["true_swap"][other], expected["image"][other])
+    assert torch.equal(batch["true_swap_landmarks"][other], expected["landmarks"][other])
+    # the swap moved the face: it is neither image
+    assert (batch["true_swap"][other] - batch["target"][other]).abs().amax(dim=(1, 2, 3)).min() > 0.1
+    assert (batch["true_swap"][other] - batch["source"][other]).abs().amax(dim=(1, 2, 3)).min() > 0.1

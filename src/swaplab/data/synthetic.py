@@ -5,10 +5,17 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from swaplab.data.synthetic_faces import SyntheticFaces, hash_uniform
+from swaplab.data.synthetic_faces import (
+    IDENTITY_FACTORS,
+    SyntheticFaces,
+    check_factors,
+    hash_uniform,
+    swap_factors,
+)
 from swaplab.faces.templates import CANONICAL
 
 GROUND_TRUTH = ("identity", "pose", "landmarks", "mask", "shape", "expression", "light")
+TRUE_SWAP = ("image", "mask", "landmarks")  # rendered for `true_swap=True` as true_swap, true_swap_mask, ...
 _PAIR_STREAM = 0x5A17  # hash stream for pair choices, apart from the renderer's streams
 
 
@@ -45,7 +52,9 @@ class SyntheticSwapDataset(RenderedPairs):
     `same_image_rate`, the very same image). Deterministic by (seed, i).
 
     Samples carry `source`/`target` images, `same` (same identity), `same_image`, `index`, and ground
-    truth for both sides as `source_<key>` / `target_<key>` for every key in GROUND_TRUTH.
+    truth for both sides as `source_<key>` / `target_<key>` for every key in GROUND_TRUTH. With `true_swap`
+    also `true_swap` (the source's `identity_factors` rendered with the target's other factors: what a perfect
+    swap looks like), `true_swap_mask` and `true_swap_landmarks`; for pairs of one identity it is the target.
     """
 
     def __init__(
@@ -57,12 +66,15 @@ class SyntheticSwapDataset(RenderedPairs):
         same_identity_rate: float = 0.2,
         same_image_rate: float = 1.0,
         seed: int = 0,  # the dataset's seed (independent of the training seed)
+        true_swap: bool = False,  # also render the true swap of every pair (one more render per other-identity pair)
+        identity_factors: tuple[str, ...] | list[str] = IDENTITY_FACTORS,  # what the true swap takes from the source
         **renderer_kwargs,  # SyntheticFaces options: supersample, max_yaw, max_pitch, ...
     ) -> None:
         super().__init__(resolution, num_identities, images_per_identity, identity_offset, seed,
                          {"same_identity_rate": same_identity_rate, "same_image_rate": same_image_rate},
                          **renderer_kwargs)
         self.same_identity_rate, self.same_image_rate = same_identity_rate, same_image_rate
+        self.true_swap, self.identity_factors = bool(true_swap), check_factors(list(identity_factors))
 
     def pairs(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """Identity and image indices of target and source for pair indices `index` (B,)."""
@@ -86,19 +98,34 @@ class SyntheticSwapDataset(RenderedPairs):
         p = self.pairs(index)
         b = len(index)
         other = ~p["same_image"]  # sources that are not the target image itself: the only ones rendered again
-        faces = self.faces(torch.cat([p["target_id"], p["source_id"][other]]),
-                           torch.cat([p["target_img"], p["source_img"][other]]))
+        params = self.faces.sample(torch.cat([p["target_id"], p["source_id"][other]]),
+                                   torch.cat([p["target_img"], p["source_img"][other]]))
+        swapped = ~p["same"]  # true swaps of one identity are the target itself (no render needed)
+        if self.true_swap and swapped.any():
+            target_params = {k: v[:b][swapped] for k, v in params.items()}
+            source_rows = torch.zeros(b, dtype=torch.long)
+            source_rows[other] = torch.arange(b, b + int(other.sum()))
+            source_params = {k: v[source_rows[swapped]] for k, v in params.items()}
+            swaps = swap_factors(source_params, target_params, self.identity_factors)
+            params = {k: torch.cat([v, swaps[k]]) for k, v in params.items()}
+        faces = self.faces.render(params)
+        n_rendered = b + int(other.sum())
 
         def split(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             target = values[:b]
             source = target.clone()
-            source[other] = values[b:]
+            source[other] = values[b:n_rendered]
             return target, source
 
         batch = {"index": index, "same": p["same"], "same_image": p["same_image"]}
         batch["target"], batch["source"] = split(faces["image"])
         for key in GROUND_TRUTH:
             batch[f"target_{key}"], batch[f"source_{key}"] = split(faces[key])
+        if self.true_swap:
+            for key in TRUE_SWAP:
+                truth = faces[key][:b].clone()
+                truth[swapped] = faces[key][n_rendered:]
+                batch["true_swap" if key == "image" else f"true_swap_{key}"] = truth
         return batch
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:

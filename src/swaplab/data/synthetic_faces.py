@@ -167,6 +167,52 @@ def _hair(g: dict[str, Tensor], qx: Tensor, qy: Tensor, qz: Tensor, inv_pix: Ten
     return _step(d) if inv_pix is None else (d * 0.3 * inv_pix + 0.5).clamp_(0, 1)
 
 
+# Factors of a rendered face by name: (parameter key, indices in its last dimension; None = all of it). A true
+# swap renders the source's `identity_factors` with every other factor from the target (`swap_factors`).
+FACTORS: dict[str, tuple[tuple[str, tuple[int, ...] | None], ...]] = {
+    "face_shape": (("shape", None),),
+    "skin": (("appearance", (0, 1, 2)),),
+    "iris": (("appearance", (6, 7, 8)),),
+    "brows": (("appearance", (16,)),),
+    "lips": (("appearance", (17, 18)),),
+    "eye_tilt": (("appearance", (19,)),),
+    "hair": (("appearance", (3, 4, 5, 12, 13, 14, 15)),),
+    "clothing": (("appearance", (9, 10, 11)),),
+    "pose": (("pose", None),),
+    "expression": (("expression", None),),
+    "gaze": (("gaze", None),),
+    "light": (("light", None), ("light_ambient", None), ("light_tint", None)),
+    "background": (("background", None),),
+    "framing": (("translation", None), ("scale", None)),
+}
+# What makes the person (FaceShifter / HifiFace: hair and clothing follow the target, as in their results).
+IDENTITY_FACTORS = ("face_shape", "skin", "iris", "brows", "lips", "eye_tilt")
+
+
+def check_factors(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    unknown = [n for n in names if n not in FACTORS]
+    if unknown:
+        raise ValueError(f"unknown face factors {unknown}; known: {list(FACTORS)}")
+    return tuple(names)
+
+
+def swap_factors(source: dict[str, Tensor], target: dict[str, Tensor],
+                 from_source: tuple[str, ...] | list[str] = IDENTITY_FACTORS) -> dict[str, Tensor]:
+    """Parameters of the true swap: the target's, with the factors `from_source` taken from the source (both
+    dicts from `SyntheticFaces.sample`, same batch size). Rendering them gives what a perfect swap of the
+    source's identity onto the target image looks like; when source and target share the identity, the
+    result equals the target's parameters exactly."""
+    out = {k: v.clone() for k, v in target.items()}
+    for name in check_factors(from_source):
+        for key, columns in FACTORS[name]:
+            if columns is None:
+                out[key] = source[key].clone()
+            else:
+                out[key][:, list(columns)] = source[key][:, list(columns)]
+    out["identity"] = source["identity"].clone()
+    return out
+
+
 class SyntheticFaces:
     """Procedural face renderer; same (seed, identity, image_index) -> same image, on any machine."""
 
