@@ -9,8 +9,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from swaplab.errors import ConfigError
-from swaplab.preprocessing.options import PreprocessOptions
-from swaplab.preprocessing.preprocessor import preprocess_faces
+from swaplab.preprocessing import PreprocessOptions, Preprocessor
 from swaplab.runtime import get_logger, resolve_device
 
 log = get_logger(__name__)
@@ -49,5 +48,6 @@ def preprocess(cfg: DictConfig) -> dict[str, Any]:
     if hasattr(detector, "min_face_size") and opts.min_face_size >= 1:
         # MTCNN's image pyramid then starts at faces of min_face_size: smaller ones would be dropped anyway
         detector.min_face_size = int(opts.min_face_size)
-    return preprocess_faces(cfg.input, cfg.output, detector, opts, landmarks=getattr(experts, "landmarks", None),
-                            parser=getattr(experts, "parsing", None), progress=bool(cfg.get("progress", True)))
+    preprocessor = Preprocessor(detector, opts, landmarks=getattr(experts, "landmarks", None),
+                                parser=getattr(experts, "parsing", None), progress=bool(cfg.get("progress", True)))
+    return preprocessor.run(cfg.input, cfg.output)
