@@ -77,6 +77,25 @@ def test_multirun_over_a_loss_weight_makes_two_runs(tmp_path):
         assert (run / "csv" / "metrics.csv").is_file()
 
 
+def test_multirun_survives_a_failed_trial_and_finishes_every_trials_wandb_run(tmp_path):
+    """The middle trial's learning rate passes the start-up checks, but Adam refuses it once training starts
+    (after its W&B run began). The other trials still train, each in a W&B run of its own; every run is
+    finished (the failed one with exit code 1); the failure is in the trial's log; the sweep exits non-zero."""
+    proc = run_cli("train.py", "-m", *TINY, "model.optimizer_g.lr=1e-4,-1,4e-4", "trainer.max_steps=1",
+                   "callbacks=[last_checkpoint]", "callbacks.last_checkpoint.every_n_train_steps=1",
+                   "optimized_metric=null", f"hydra.sweep.dir={tmp_path}", check=False,
+                   env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0 and "Invalid learning rate: -1" in proc.stderr
+    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in runs] == ["0", "1", "2"]
+    for run, exit_code in zip(runs, [0, 1, 0], strict=True):
+        records = wandb_records(run)  # exactly one offline run in each trial's folder
+        assert [r["exit"].get("exit_code", 0) for r in records if r["type"] == "exit"] == [exit_code], run.name
+        if exit_code == 0:
+            assert safe_torch_load(run / "checkpoints" / "last.ckpt")["global_step"] == 1
+    assert "Invalid learning rate: -1" in (runs[1] / "train.log").read_text()  # with its traceback
+
+
 def test_ddp_on_two_cpu_processes_shards_the_data_and_keeps_weights_equal(tmp_path):
     run_cli("train.py", *TINY, "trainer=ddp_sim", "callbacks=[last_checkpoint,record_samples]", "logger=csv",
             "trainer.max_steps=3", "trainer.val_check_interval=2", f"hydra.run.dir={tmp_path}",

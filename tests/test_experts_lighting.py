@@ -233,3 +233,20 @@ def test_experiment_config_trains_through_the_entry_point_and_exports(tmp_path):
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     with torch.no_grad():
         assert torch.allclose(expert(x), objects["model"].net.eval()(x), atol=1e-6)
+
+
+def test_lighting_pairs_of_procedural_faces_are_the_dataset_built_directly():
+    """experiment=lighting_net serves data=synthetic's faces through data.wrap=lighting_pairs: the same pairs as
+    SyntheticLightingPairs with the source's identities, images, offset, seed and same_identity_rate."""
+    from swaplab.data import SyntheticSwapDataset
+    from swaplab.data.lighting_pairs import lighting_pairs
+
+    faces = SyntheticSwapDataset(resolution=16, num_identities=6, images_per_identity=2, identity_offset=3,
+                                 same_identity_rate=0.5, same_image_rate=0.0, seed=4)
+    wrapped = lighting_pairs(faces, same_light_rate=0.3, min_light_angle=25.0)
+    direct = SyntheticLightingPairs(16, 6, 2, 3, same_light_rate=0.3, same_identity_rate=0.5, min_light_angle=25.0,
+                                    seed=4)
+    a, b = wrapped.__getitems__([0, 1, 5, 11]), direct.__getitems__([0, 1, 5, 11])
+    assert len(wrapped) == len(direct) and set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(TypeError, match="experiment=lighting_net_paper"):
+        lighting_pairs(Dataset())  # not procedural faces (Extended Yale B pairs, a folder of photos, ...)

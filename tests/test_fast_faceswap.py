@@ -303,7 +303,7 @@ CONFIGS = {
     "model": ["model=fast_faceswap"],  # the default data=synthetic and experts=random
     "synthetic": ["experiment=fast_faceswap_synthetic", "data.val.num_identities=4"],
     "paper": ["experiment=fast_faceswap_paper", "experts=random", "data.num_workers=0",
-              "data.train.dataset.val_identities=2", "model.n_best=2"],
+              "data.train.val_identities=2", "model.n_best=2"],
 }
 
 

@@ -23,7 +23,8 @@ FAST_FACESWAP_TINY = ["model=fast_faceswap", "data.resolution=32", "data.batch_s
                       "data.train.num_identities=4", "data.train.images_per_identity=2", "model.style_set.num_images=4",
                       "model.n_best=2", f"model.generator.branch_channels={SMALL_NET['branch_channels']}",
                       f"model.generator.join_channels=[{','.join(map(str, SMALL_NET['join_channels']))}]"]
-METHODS = {"faceshifter": TINY, "hififace": HIFIFACE_TINY, "fsgan": ["model=fsgan", *TINY_FSGAN],
+METHODS = {"faceshifter": TINY, "hififace": HIFIFACE_TINY,
+           "fsgan": ["model=fsgan", *TINY_FSGAN, "model.allow_random_predecessors=true"],
            "fast_faceswap": FAST_FACESWAP_TINY}
 QUIET = ["logger=none", "callbacks=none", "trainer.val_check_interval=100", "trainer.log_every_n_steps=1",
          "+trainer.enable_progress_bar=false",
@@ -99,7 +100,7 @@ def test_compiled_networks_train_two_steps_with_finite_losses(method, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("switch", ["bf16", "channels_last"])
 def test_hear_net_switch_trains_two_steps(switch, aei_ckpt, tmp_path):  # noqa: F811
-    recorder, objects = train_steps(tmp_path, [*HEAR_TINY, f"model.aei_ckpt={aei_ckpt}", *SWITCHES[switch]])
+    recorder, objects = train_steps(tmp_path, [*HEAR_TINY, f"model.predecessor_ckpt={aei_ckpt}", *SWITCHES[switch]])
     assert_finite_training(recorder, objects)
 
 

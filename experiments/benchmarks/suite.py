@@ -19,6 +19,10 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# procedural content faces aligned to Fast Face-swap's frontal reference by their own landmarks (the paper
+# experiment aligns CelebA-HQ crops with dlib)
+ALIGN_BY_GROUND_TRUTH = ("data.wrap={_target_:swaplab.data.style_sets.FrontalAlignedPairs,_partial_:true,"
+                         "landmarks:ground_truth}")
 # config name: (train_step.py --model, overrides, per-GPU batch)
 PAPER = {
     "faceshifter": ("faceshifter", ["experiment=faceshifter_paper"], 16),
@@ -26,7 +30,7 @@ PAPER = {
     "hififace": ("hififace", ["experiment=hififace_256"], 8),
     **{f"fsgan_{stage}": ("fsgan", [f"experiment=fsgan_{stage}"], 8)
        for stage in ("segmentation", "reenactment", "inpainting", "blending")},
-    "fast_faceswap": ("fast_faceswap", ["experiment=fast_faceswap_paper", "data=fast_faceswap_synthetic",
+    "fast_faceswap": ("fast_faceswap", ["experiment=fast_faceswap_paper", "data=synthetic", ALIGN_BY_GROUND_TRUTH,
                                         "model.style_set.source=synthetic", "model.style_set.num_images=60"], 16),
 }
 SETTINGS = {

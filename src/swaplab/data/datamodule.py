@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -24,7 +25,9 @@ class SwapDataModule(pl.LightningDataModule):
 
     Batches are dicts with at least `source`, `target` (B,3,H,W) in [-1, 1] and `same` (B,) bool, plus
     whatever ground truth the dataset has (`target_pose`, `source_identity`, ...). `batch_size` is the
-    global batch: each of N processes loads batch_size / N.
+    global batch: each of N processes loads batch_size / N. `wrap` turns the source's pairs into a method's
+    (a callable dataset -> dataset applied to `train` and `val`, e.g. Fast Face-swap's frontal alignment): the
+    data config names the dataset source, the experiment the method's view of it.
     """
 
     def __init__(
@@ -40,8 +43,11 @@ class SwapDataModule(pl.LightningDataModule):
         persistent_workers: bool = True,  # only used with workers
         prefetch_factor: int | None = None,  # batches per worker in flight (PyTorch default 2)
         seed: int = 0,  # shuffling seed (the permutation of epoch e uses seed + e)
+        wrap: Callable[[Dataset], Dataset] | None = None,  # applied to train and val (a partial in configs)
     ) -> None:
         super().__init__()
+        if wrap is not None:
+            train, val = wrap(train), (wrap(val) if val is not None else None)
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
         if len(train) < batch_size:
@@ -96,7 +102,10 @@ class SwapDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         loader = self._loader(self.train_set, self.batch_size, shuffle=True)
         if self._resume is not None:
-            loader.sampler.resume(self._resume["epoch"], self._resume["batches"] * loader.batch_size)
+            state = self._resume
+            if "batches" in state:  # checkpoints written before the sampler kept its own place
+                state = {"epoch": state["epoch"], "consumed": state["batches"] * loader.batch_size}
+            loader.sampler.load_state_dict(state)
             self._resume = None
         self._train_loader = loader
         return loader
@@ -104,13 +113,16 @@ class SwapDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         return [] if self.val_set is None else self._loader(self.val_set, self.val_batch_size, shuffle=False)
 
-    # Checkpointed with the run so a resumed run continues with the next unseen batch.
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # The training loop takes this batch now (it was drawn earlier: Lightning and the workers prefetch).
+        if self._train_loader is not None and self.trainer is not None and self.trainer.training:
+            self._train_loader.sampler.advance(self._train_loader.batch_size)
+        return batch
+
+    # Checkpointed with the run (the training sampler's place) so a resumed run continues with the next unseen
+    # batch.
     def state_dict(self) -> dict[str, int]:
-        if self.trainer is None or self._train_loader is None:
-            return {}
-        loop = self.trainer.fit_loop
-        return {"epoch": loop.epoch_progress.current.processed,
-                "batches": loop.epoch_loop.batch_progress.current.ready}
+        return {} if self._train_loader is None else self._train_loader.sampler.state_dict()
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._resume = dict(state) if state else None

@@ -107,6 +107,20 @@ class SyntheticLightingPairs(RenderedPairs):
 _YALE_NAME = re.compile(r"^yaleB(\d+)_P(\d+)A([+-]\d+)E([+-]\d+)\.pgm$", re.IGNORECASE)
 
 
+def lighting_pairs(faces: RenderedPairs, same_light_rate: float = 0.5, min_light_angle: float = 20.0,
+                   light_candidates: int = 8) -> SyntheticLightingPairs:
+    """Same / different illumination pairs of the procedural faces that `faces` (data=synthetic's dataset) draws
+    from: its resolution, identities, images per identity, identity offset, seed, renderer options and
+    `same_identity_rate`. A swap set's `same_image_rate` does not apply (a lighting pair's second face is always
+    re-drawn). The lighting experiment's `data.wrap` (conf/experiment/lighting_net.yaml)."""
+    if not isinstance(faces, RenderedPairs):
+        raise TypeError(f"lighting pairs are drawn from procedural faces (data=synthetic), not from "
+                        f"{type(faces).__name__}; Extended Yale B: experiment=lighting_net_paper")
+    return SyntheticLightingPairs(faces.resolution, faces.num_identities, faces.images_per_identity,
+                                  faces.identity_offset, same_light_rate, getattr(faces, "same_identity_rate", 0.5),
+                                  min_light_angle, light_candidates, faces.seed, **faces.renderer_kwargs)
+
+
 class ExtendedYaleBPairs(Dataset):
     """Pairs of Extended Yale B images with the same pose and two different subjects, under the same
     illumination (probability `same_light_rate`) or different ones (azimuth A / elevation E differ).

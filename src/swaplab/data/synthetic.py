@@ -34,6 +34,7 @@ class RenderedPairs(Dataset):
         self.num_identities, self.images_per_identity = num_identities, images_per_identity
         self.identity_offset = identity_offset
         self.faces = SyntheticFaces(resolution=resolution, seed=seed, **renderer_kwargs)
+        self.renderer_kwargs = dict(renderer_kwargs)  # kept for datasets re-drawn from these faces
         self.template = CANONICAL  # the renderer frames its heads like the canonical (FaceShifter) crop
 
     def __len__(self) -> int:
