@@ -1,6 +1,7 @@
 """Evaluation end to end: the SwapEvaluation callback during training (val/id_retrieval monitored), the FF++
 protocol on a miniature FF++ tree, `python eval.py` on a FaceShifter and a HifiFace checkpoint (CSV, JSON,
-markdown table, PNG), the protocol configs, and the throughput benchmark's --tiny mode."""
+markdown table, PNG), the synthetic_truth protocol with its reference rows (copy_target, copy_source,
+true_swap) alone and beside a checkpoint, the protocol configs, and the throughput benchmark's --tiny mode."""
 
 from __future__ import annotations
 
@@ -152,11 +153,108 @@ def test_protocol_options_compose_build_and_run(option, tmp_path):
     metrics = build_metrics(specs, expert_lookup(objects["experts"], extra))
     from swaplab.metrics.runner import evaluate_swaps
 
-    batch = objects["datamodule"].val_set.__getitems__([0, 1, 2])
-    batch["source_video"] = batch["source_identity"]  # procedural faces stand in for FF++ videos here
+    if cfg.evaluation.dataset._target_.endswith("SyntheticSwapDataset"):  # the protocol's own pairs (true swaps)
+        from hydra.utils import instantiate
+
+        batch = instantiate(cfg.evaluation.dataset, resolution=cfg.data.resolution).__getitems__([0, 1, 2])
+    else:
+        batch = objects["datamodule"].val_set.__getitems__([0, 1, 2])
+        batch["source_video"] = batch["source_identity"]  # procedural faces stand in for FF++ videos here
     evaluate_swaps(objects["model"], [batch], metrics, "cpu")
     values = metrics.compute()
     assert set(values) >= set(specs) and all(np.isfinite(v) for v in values.values())
+
+
+TRUTH_TINY = ["evaluation=synthetic_truth", "evaluation.dataset.num_identities=12",
+              "evaluation.dataset.images_per_identity=1", "evaluation.batch_size=6", "device=cpu"]
+REFERENCE_ROWS = ["reference/copy_target", "reference/copy_source", "reference/true_swap"]
+
+
+def evaluate_references(tmp_path: Path, overrides: list[str]) -> tuple[dict, dict[str, dict], list[dict]]:
+    """synthetic_truth's reference rows alone (no checkpoint) at 32 px on 12 held-out people."""
+    from swaplab.tasks.evaluate import evaluate
+
+    cfg = compose_config("eval", tmp_path, ["ckpt=[]", "experts=random", "evaluation.reference_resolution=32",
+                                            *TRUTH_TINY, *overrides])
+    summary = evaluate(cfg)
+    out = tmp_path / "results" / "synthetic_truth"
+    with open(out / "per_example.csv") as f:
+        rows = list(csv.DictReader(f))
+    return summary, {r["name"]: r for r in summary["checkpoints"]}, rows
+
+
+def test_synthetic_truth_reference_rows_give_floors_and_ceilings(tmp_path):
+    summary, results, rows = evaluate_references(tmp_path / "all", [])
+    assert list(results) == REFERENCE_ROWS and all(r["num_examples"] == 12 for r in results.values())
+    truth, target, source = (results[n]["metrics"] for n in ("reference/true_swap", "reference/copy_target",
+                                                              "reference/copy_source"))
+    assert truth["truth_psnr"] == truth["truth_psnr_face"] == 100.0  # the defined maximum of identical images
+    assert truth["truth_ssim"] == pytest.approx(1.0) and truth["truth_ssim_face"] == pytest.approx(1.0)
+    assert truth["truth_l1"] == truth["truth_l1_face"] == 0.0
+    assert target["truth_psnr_face"] < target["truth_psnr"] < truth["truth_psnr"]  # the face is what differs
+    assert source["truth_l1"] > target["truth_l1"] > 0
+    # dlib on 32 px procedural faces is far from exact (its own error is the true_swap row): only the ordering
+    assert truth["landmark_error"] < source["landmark_error"]
+    assert truth["landmark_error/nme"] < source["landmark_error/nme"]
+    assert all(r["details"]["id_retrieval"]["gallery_size"] == 12 for r in results.values())  # every held-out person
+    assert source["id_similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert [r["checkpoint"] for r in rows] == [n for n in REFERENCE_ROWS for _ in range(12)]
+    table = table_numbers((tmp_path / "all" / "results" / "synthetic_truth" / "table.md").read_text())
+    assert list(table) == REFERENCE_ROWS and table["reference/true_swap"]["truth_psnr"] == 100.0
+    assert summary["protocol"]["references"] == ["copy_target", "copy_source", "true_swap"]
+
+    _, subset, subset_rows = evaluate_references(tmp_path / "five", ["evaluation.max_pairs=5"])
+    assert all(r["num_examples"] == 5 and r["details"]["id_retrieval"]["gallery_size"] == 12
+               for r in subset.values())
+    for name in REFERENCE_ROWS:  # the fixed gallery: each pair's retrieval does not depend on the others scored
+        mine = [(r["index"], r["id_retrieval/retrieved"], r["id_retrieval/top5"]) for r in rows if r["checkpoint"] == name]
+        theirs = [(r["index"], r["id_retrieval/retrieved"], r["id_retrieval/top5"]) for r in subset_rows
+                  if r["checkpoint"] == name]
+        assert theirs == mine[:5], name
+
+
+def test_reference_rows_fail_clearly_before_scoring(tmp_path):
+    from swaplab.tasks.evaluate import evaluate
+
+    def run(protocol: str, *overrides: str) -> None:
+        extra = ["evaluation.reference_resolution=32"] if protocol == "synthetic_truth" else []
+        evaluate(compose_config("eval", tmp_path, ["ckpt=[]", f"evaluation={protocol}", *extra, "device=cpu",
+                                                   "evaluation.dataset.num_identities=4", *overrides]))
+
+    with pytest.raises(ValueError, match=r"'true_swap' needs \['true_swap'\], which evaluation.dataset does not "
+                                         r"provide \(SyntheticSwapDataset with true_swap: true"):
+        run("synthetic_truth", "experts=random", "evaluation.dataset.true_swap=false")
+    with pytest.raises(ValueError, match="unknown reference 'copy_both'.*known: \\['copy_source'"):
+        run("synthetic_truth", "experts=random", "evaluation.references=[copy_both]")
+    with pytest.raises(ValueError, match="reference rows alone .* needs the metric experts"):
+        run("synthetic_truth")
+    with pytest.raises(ValueError, match="ckpt=\\[\\] only with evaluation.references"):
+        run("synthetic", "experts=random")
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow  # a CLI process (Lightning and Hydra start-up) scoring a checkpoint and three references
+def test_eval_cli_synthetic_truth_scores_a_checkpoint_beside_the_reference_rows(checkpoints, tmp_path):
+    ckpt = checkpoints["faceshifter"]
+    run_cli("eval.py", f"ckpt={ckpt}", *TRUTH_TINY, f"hydra.run.dir={tmp_path}", env={"OMP_NUM_THREADS": "1"})
+    out = tmp_path / "results" / "synthetic_truth"
+    summary = json.loads((out / "summary.json").read_text())
+    names = [r["name"] for r in summary["checkpoints"]]
+    assert names == ["FaceShifter:last", *REFERENCE_ROWS]
+    assert [r["model"] for r in summary["checkpoints"]] == ["FaceShifter", "reference", "reference", "reference"]
+    assert {r["resolution"] for r in summary["checkpoints"]} == {32} and summary["checkpoints"][1]["sha256"] is None
+    table = table_numbers((out / "table.md").read_text())
+    assert list(table) == names
+    for r in summary["checkpoints"]:
+        assert set(table[r["name"]]) == set(r["metrics"]) and np.isfinite(list(r["metrics"].values())).all()
+    swap, truth = table["FaceShifter:last"], table["reference/true_swap"]
+    assert truth["truth_psnr"] == 100.0 and swap["truth_psnr"] < truth["truth_psnr"]
+    assert swap["truth_l1_face"] > truth["truth_l1_face"] == 0.0
+    with open(out / "per_example.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["checkpoint"] for r in rows] == [n for n in names for _ in range(12)]
+    plot = np.asarray(Image.open(out / "comparison.png").convert("RGB"))
+    assert plot.shape[0] > 100 and plot.std() > 5
 
 
 def test_benchmark_tiny_reports_throughput(capsys):

@@ -1,6 +1,8 @@
 """The metric registry on known answers: ID retrieval of source / target "swaps" on procedural faces, pose error
 of an image with itself and of the offline pose estimator against the generator's pose, 2-process DDP equals
-1 process, the Fréchet distance of known Gaussians and the FID Inception loader."""
+1 process, the Fréchet distance of known Gaussians and the FID Inception loader; against the true swap of
+procedural pairs: image PSNR / SSIM / L1 over the image and the face, the 68-landmark error, and ID retrieval
+over a fixed gallery of held-out people."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from swaplab.metrics import METRICS, SwapRecord, build_metrics, frechet_distance
+from swaplab.metrics import METRICS, SwapMetric, SwapRecord, build_metrics, frechet_distance
 
 # Data and experts are imported inside the tests: the DDP test's spawned processes import this module.
 
@@ -41,7 +43,7 @@ def record(batch: dict, swap: torch.Tensor, reconstruction: torch.Tensor | None 
 
 def test_registry_names_and_errors():
     assert {"id_retrieval", "id_similarity", "pose_error", "expression_error", "shape_error", "fid", "lpips",
-            "ssim", "psnr"} <= set(METRICS)
+            "ssim", "psnr", "truth_image", "landmark_error"} <= set(METRICS)
     with pytest.raises(ValueError, match="unknown metric 'gaze'"):
         build_metrics({"gaze": {}})
     with pytest.raises(ValueError, match="evaluation.metrics.pose_error: .*colour"):
@@ -75,6 +77,134 @@ def test_id_retrieval_source_is_perfect_target_is_chance():
     assert per["id_retrieval"].mean() == pytest.approx(as_target["id_retrieval"])
     details = metrics.details()["id_retrieval"]["per_source"]
     assert set(details) == set(batch["source_identity"].tolist())
+
+
+def truth_faces(n: int, resolution: int = 32) -> dict[str, torch.Tensor]:
+    """n pairs of n held-out people (never one identity twice in a pair) with their true swaps."""
+    from swaplab.data import SyntheticSwapDataset
+
+    data = SyntheticSwapDataset(resolution=resolution, num_identities=n, images_per_identity=1,
+                                identity_offset=2_000_000, same_identity_rate=0.0, true_swap=True)
+    return data.__getitems__(list(range(n)))
+
+
+TRUTH_IMAGE = {f"{measure}{suffix}": {"metric": "truth_image", "measure": measure, "region": region}
+               for measure in ("psnr", "ssim", "l1") for region, suffix in (("image", ""), ("face", "_face"))}
+
+
+def test_truth_image_scores_the_true_swap_perfectly_and_others_inside_the_face():
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    batch = truth_faces(8)
+    metrics = build_metrics(TRUTH_IMAGE)
+    assert [metrics[n].higher_is_better for n in TRUTH_IMAGE] == [True, True, True, True, False, False]
+    metrics.update(record(batch, batch["true_swap"]))
+    perfect = metrics.compute()
+    assert perfect["psnr"] == perfect["psnr_face"] == 100.0  # identical images: the defined maximum, not inf
+    assert perfect["ssim"] == pytest.approx(1.0, abs=1e-6) and perfect["ssim_face"] == pytest.approx(1.0, abs=1e-6)
+    assert perfect["l1"] == perfect["l1_face"] == 0.0
+
+    metrics.reset()
+    metrics.update(record(batch, batch["target"]))  # copy_target: right background / hair / pose, wrong face
+    values, per = metrics.compute(), metrics.per_example()
+    face = (batch["true_swap_mask"] == 1)[:, None].float()
+    diff = (batch["target"] - batch["true_swap"]) / 2
+    inside = lambda x: (x * face).sum((1, 2, 3)) / (3 * face.sum((1, 2, 3)))  # noqa: E731
+    assert torch.allclose(per["l1_face"], inside(diff.abs()), atol=1e-6)
+    assert torch.allclose(per["psnr_face"], -10 * torch.log10(inside(diff.pow(2))), atol=1e-4)
+    assert torch.allclose(per["l1"], diff.abs().mean((1, 2, 3)), atol=1e-6)
+    _, ssim_map = structural_similarity_index_measure((batch["target"] + 1) / 2, (batch["true_swap"] + 1) / 2,
+                                                      data_range=1.0, reduction="none", return_full_image=True)
+    assert torch.allclose(per["ssim_face"], inside(ssim_map), atol=1e-5)
+    assert values["psnr_face"] < values["psnr"] < 100.0 and values["ssim_face"] < values["ssim"] < 1.0
+    assert values["l1_face"] > 2 * values["l1"] > 0  # the target differs from the true swap in the face
+
+    metrics.reset()  # a pair without face pixels has no face score and is left out of the summary
+    no_face = dict(batch, true_swap_mask=batch["true_swap_mask"].clone())
+    no_face["true_swap_mask"][0] = 0
+    metrics.update(record(no_face, batch["target"]))
+    assert torch.isnan(metrics.per_example()["l1_face"][0])
+    assert metrics.compute()["l1_face"] == pytest.approx(float(per["l1_face"][1:].mean()), rel=1e-6)
+    with pytest.raises(ValueError, match="truth_image measure must be one of"):
+        build_metrics({"truth_image": {"measure": "mse"}})
+
+
+class LookupLandmarks(nn.Module):
+    """A stand-in landmark expert that knows the true points of the images it was given."""
+
+    def __init__(self, table: dict[int, torch.Tensor]) -> None:
+        super().__init__()
+        self.table = table
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.table[images.data_ptr()]
+
+
+def test_landmark_error_pixels_and_nme_against_the_true_swap():
+    from swaplab.experts import DlibLandmarks
+
+    batch = truth_faces(16, resolution=64)
+    truth = batch["true_swap_landmarks"]
+    exact = LookupLandmarks({batch["true_swap"].data_ptr(): truth, batch["source"].data_ptr(): batch["source_landmarks"]})
+    metrics = build_metrics({"landmark_error": {}}, lambda role: exact)
+    metrics.update(record(batch, batch["true_swap"]))
+    assert metrics.compute() == {"landmark_error": 0.0, "landmark_error/nme": 0.0}
+    metrics.reset()
+    metrics.update(record(batch, batch["source"]))
+    per = metrics.per_example()
+    pixels = (batch["source_landmarks"] - truth).norm(dim=-1).mean(-1)
+    assert torch.allclose(per["landmark_error"], pixels)
+    assert torch.allclose(per["landmark_error/nme"], pixels / (truth[:, 36] - truth[:, 45]).norm(dim=-1))
+
+    dlib = DlibLandmarks.build(points=68)  # the real expert in its fixed face box: only the ordering is sure
+    scores = {}
+    for which in ("true_swap", "target", "source"):
+        metrics = build_metrics({"landmark_error": {}}, lambda role: dlib)
+        metrics.update(record(batch, batch[which]))
+        scores[which] = metrics.compute()
+    print("dlib 68 on 64 px procedural faces vs true_swap_landmarks: "
+          + ", ".join(f"{k} {v['landmark_error']:.2f} px (NME {v['landmark_error/nme']:.3f})" for k, v in scores.items()))
+    assert scores["true_swap"]["landmark_error"] < 0.85 * scores["source"]["landmark_error"]
+    assert scores["true_swap"]["landmark_error/nme"] < 0.85 * scores["source"]["landmark_error/nme"]
+
+
+GALLERY = {"_target_": "swaplab.data.identities.SyntheticIdentities", "num_identities": 12,
+           "identity_offset": 2_000_000, "images_per_identity": 2}
+
+
+def test_id_retrieval_fixed_gallery_is_independent_of_the_pairs_scored(monkeypatch):
+    from swaplab.metrics.identity import IDRetrieval
+
+    calls = []
+    embed = IDRetrieval._embed_gallery
+    monkeypatch.setattr(IDRetrieval, "_embed_gallery", lambda self, *a: calls.append(a) or embed(self, *a))
+    batch = truth_faces(12)
+    encoder = identity_encoder()
+
+    def scored(rows: slice, batches: int = 1) -> SwapMetric:
+        metrics = build_metrics({"id_retrieval": {"identity_role": "identity", "gallery": GALLERY}}, lambda r: encoder)
+        part = {k: v[rows] for k, v in batch.items()}
+        for chunk in torch.arange(len(part["index"])).chunk(batches):
+            sub = {k: v[chunk] for k, v in part.items()}
+            metrics.update(record(sub, sub["true_swap"]))
+        return metrics["id_retrieval"]
+
+    full, first = scored(slice(None), batches=3), scored(slice(0, 4))
+    assert len(calls) == 2  # once per metric, not per batch
+    assert full.details()["gallery_size"] == first.details()["gallery_size"] == 12  # every held-out person
+    (labels, means), (labels4, means4) = full.fixed_gallery(32, torch.device("cpu")), first.fixed_gallery(32, "cpu")
+    assert torch.equal(labels, torch.arange(12) + 2_000_000) and torch.equal(labels, labels4)
+    assert torch.equal(means, means4) and not means.requires_grad
+    per, per4 = full.per_example(), first.per_example()
+    assert per4["retrieved"].shape == (4,)
+    for key in per4:
+        assert torch.equal(per[key][:4], per4[key]), key
+    full.reset()
+    full.update(record(batch, batch["true_swap"]))
+    assert len(calls) == 2 and full.per_example()["retrieved"].tolist() == per["retrieved"].tolist()
+    plain = build_metrics({"id_retrieval": {"identity_role": "identity"}}, lambda r: encoder)["id_retrieval"]
+    plain.update(record(batch, batch["true_swap"]))
+    assert "gallery_size" not in plain.details()  # without a gallery: the sources seen, as before
 
 
 def test_pose_error_of_an_image_with_itself_is_zero():

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from swaplab.experts.base import ExternalModel
 from swaplab.experts.registry import WeightEntry, register_weights, resolve_weights
+from swaplab.faces.crop import DLIB_FACE_BOX
 from swaplab.faces.landmarks import DLIB_MEAN_FACE_ARCFACE5, dlib5_to_arcface, landmarks68_to_arcface
 from swaplab.faces.templates import FACESHIFTER_BOX, arcface_template, similarity_transform
 from swaplab.imaging import to_uint8
@@ -106,6 +107,18 @@ class DlibLandmarks(DlibModel):
         key = registry_key or f"dlib_shape_predictor_{points}"
         return cls(cls._resolve(weights, key, path, weights_dir), name=name or f"dlib_landmarks{points}",
                    num_points=points)
+
+
+@torch.no_grad()
+def dlib_landmarks(expert: DlibLandmarks, images: torch.Tensor,
+                   box: Sequence[float] = DLIB_FACE_BOX) -> torch.Tensor:
+    """B x K x 2 pixel landmarks of canonical crops (B x 3 x S x S in [-1, 1]) from a dlib landmarks expert run
+    on the fixed face box `box` (fractions of the side; no detection), on the images' device and dtype. dlib
+    is a per-image C++ API: this loops over the batch on the CPU. Used by FSGAN and the landmark_error metric."""
+    frames = to_uint8(images).cpu().numpy()
+    rect = np.asarray([box], np.float32) * images.shape[-1]
+    points = np.stack([expert(np.ascontiguousarray(frame), rect)[0] for frame in frames])
+    return torch.from_numpy(points).to(images.device, images.dtype)
 
 
 class DlibFaceDescriptor(DlibModel):

@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from swaplab.experts.base import Experts
-from swaplab.metrics import fid, geometry, identity, image  # noqa: F401  (register the built-in metrics)
+from swaplab.metrics import fid, geometry, identity, image, truth  # noqa: F401  (register the built-in metrics)
 from swaplab.metrics.registry import METRICS, SwapMetrics
 
 

@@ -23,8 +23,10 @@ def to_device(batch: Mapping[str, Any], device: torch.device | str) -> dict[str,
 def evaluate_swaps(model: nn.Module, batches: Iterable[Mapping[str, Any]], metrics: SwapMetrics,
                    device: torch.device | str) -> dict[str, torch.Tensor]:
     """Swap every batch on `device` (`model(source, target).swap`, plus `model(target, target)` when a
-    reconstruction metric is present), update `metrics`, and return the EXAMPLE_KEYS of every example in
-    order (on the CPU). The model is put in eval mode for the loop and restored afterwards."""
+    reconstruction metric is present; a model with `swap_batch(batch)` / `reconstruct_batch(batch)`, such as
+    the reference rows of `swaplab.metrics.references`, reads them from the batch instead), update `metrics`,
+    and return the EXAMPLE_KEYS of every example in order (on the CPU). The model is put in eval mode for the
+    loop and restored afterwards."""
     was_training = model.training
     model.eval()
     seen: dict[str, list[torch.Tensor]] = {k: [] for k in EXAMPLE_KEYS}
@@ -32,8 +34,11 @@ def evaluate_swaps(model: nn.Module, batches: Iterable[Mapping[str, Any]], metri
         for batch in batches:
             batch = to_device(batch, device)
             source, target = batch["source"], batch["target"]
-            swap = model(source, target).swap
-            reconstruction = model(target, target).swap if metrics.needs_reconstruction else None
+            swap = model.swap_batch(batch) if hasattr(model, "swap_batch") else model(source, target).swap
+            reconstruction = None
+            if metrics.needs_reconstruction:
+                reconstruction = (model.reconstruct_batch(batch) if hasattr(model, "reconstruct_batch")
+                                  else model(target, target).swap)
             metrics.update(SwapRecord(swap, source, target, batch, reconstruction))
             for key, values in seen.items():
                 if key in batch:

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from swaplab.faces.crop import DLIB_FACE_BOX
-from swaplab.imaging import to_uint8
-from swaplab.io.checkpoints import safe_torch_load
 from swaplab.nets.resunet import MultiScaleResUNet
 
 STAGES = ("segmentation", "reenactment", "inpainting", "blending")  # the training order
@@ -20,7 +14,8 @@ BACKGROUND, FACE, HAIR = 0, 1, 2  # Gs classes (the synthetic `*_mask` and the p
 
 
 class FSGANGenerators(nn.Module):
-    """Gs, Gr, Gc, Gb by stage name. Each stage trains one of them; the others are loaded and frozen."""
+    """Gs, Gr, Gc, Gb by stage name. Each stage trains one of them; the earlier ones are loaded and frozen
+    (FSGAN with model.predecessor_ckpt, swaplab.models.stages)."""
 
     def __init__(
         self,
@@ -41,21 +36,6 @@ class FSGANGenerators(nn.Module):
 
     def __getitem__(self, stage: str) -> nn.Module:
         return getattr(self, stage)
-
-    def load_stages(self, path: str | Path, stages: tuple[str, ...]) -> None:
-        """Load the networks of `stages` from a swaplab checkpoint (`generator.<stage>.*` keys, tensors only)."""
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"model.init_ckpt={path} does not exist: train the earlier FSGAN stages first "
-                                    f"({' -> '.join(STAGES)}) and pass the last one's checkpoint")
-        state = safe_torch_load(path)
-        state = state.get("state_dict", state)
-        for stage in stages:
-            prefix = f"generator.{stage}."
-            weights = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-            if not weights:
-                raise ValueError(f"model.init_ckpt={path} holds no '{prefix}*' weights: it is not an FSGAN checkpoint "
-                                 f"of a stage after '{stage}'")
-            self[stage].load_state_dict(weights)
 
 
 def face_label_mask(labels: torch.Tensor) -> torch.Tensor:
@@ -94,13 +74,3 @@ def half_resolution(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         elif key.endswith("_landmarks"):
             out[key] = (value + 0.5) / 2 - 0.5
     return out
-
-
-@torch.no_grad()
-def dlib_landmarks(expert: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """B x 68 x 2 pixel landmarks of canonical crops from the dlib `landmarks` expert with a fixed face box
-    (dlib is a per-image C++ API: this loops over the batch on the CPU)."""
-    frames = to_uint8(images).cpu().numpy()
-    box = np.asarray([DLIB_FACE_BOX], np.float32) * images.shape[-1]
-    points = np.stack([expert(np.ascontiguousarray(frame), box)[0] for frame in frames])
-    return torch.from_numpy(points).to(images.device, images.dtype)
