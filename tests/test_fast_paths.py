@@ -111,6 +111,21 @@ def test_accumulation_steps_the_optimizers_every_second_batch(tmp_path):
     assert all(torch.isfinite(torch.tensor(list(logged.values()))).all() for logged in recorder.losses)
 
 
+def test_compile_names_unknown_backends_and_unsupported_pythons(tmp_path, monkeypatch):
+    from swaplab.models.loading import build_model
+
+    with pytest.raises(InstantiationException, match="unknown compile_backend 'nope'; torch.compile knows"):
+        build_model(compose_config("train", tmp_path, [*TINY, "model.compile=true", "model.compile_backend=nope"]))
+    model, _ = build_model(compose_config("train", tmp_path, [*TINY, *SWITCHES["compile"]]))
+
+    def unsupported(*args, **kwargs):  # what torch.compile raises on a Python it does not support
+        raise RuntimeError("torch.compile is not supported on Python 3.16+")
+
+    monkeypatch.setattr(torch, "compile", unsupported)
+    with pytest.raises(RuntimeError, match="model.compile=true but torch.compile is not supported here .*3.16"):
+        model.setup("fit")
+
+
 def test_bad_accumulation_fails_at_construction(tmp_path):
     from swaplab.models.loading import build_model
 

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import logging
+import re
+from pathlib import Path
+
 import cv2
 import hydra
 import numpy as np
@@ -11,7 +15,9 @@ import torch
 from helpers import compose_config, fit_on_batches
 from test_configs import instantiate_everything
 
+from swaplab.experts.registry import sha256_of
 from swaplab.imaging import from_uint8, seamless_clone, to_uint8
+from swaplab.io.checkpoints import safe_torch_load
 from swaplab.models.fsgan import STAGES, interpolate_views, landmark_heatmaps
 from swaplab.models.fsgan.generators import half_resolution, random_holes
 from swaplab.models.loading import build_model, load_swap_model
@@ -36,6 +42,7 @@ TINY_FSGAN = [
     "model.discriminator.num_layers=2",
     *SMALL_NETS,
 ]
+RANDOM_PREDECESSORS = "model.allow_random_predecessors=true"  # a stage after Gs without predecessor_ckpt
 STAGE_TERMS = {"segmentation": {"seg_ce"},
                "reenactment": {"reenact_pix", "reenact_id", "reenact_attr", "reenact_seg", "reenact_adv"},
                "inpainting": {"inpaint_pix", "inpaint_id", "inpaint_attr", "inpaint_adv"},
@@ -43,6 +50,19 @@ STAGE_TERMS = {"segmentation": {"seg_ce"},
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def save_stage(tmp_path: Path, stage: str, *overrides: str) -> Path:
+    """A checkpoint of an (untrained) FSGAN stage, written as Lightning writes one: state dict + the model's
+    on_save_checkpoint."""
+    model, _ = build_model(compose_config("train", tmp_path / stage, ["model=fsgan", f"model.stage={stage}",
+                                                                      *TINY_FSGAN, *overrides]))
+    checkpoint = {"state_dict": model.state_dict()}
+    model.on_save_checkpoint(checkpoint)
+    path = tmp_path / f"{stage}.ckpt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+    return path
 
 
 def synthetic_batch(cfg, indices: list[int]) -> dict[str, torch.Tensor]:
@@ -122,7 +142,7 @@ def test_poisson_target_is_cv2_seamless_clone(tmp_path):
 
 
 def test_blending_loss_is_zero_when_gb_outputs_the_poisson_target(tmp_path):
-    cfg = compose_config("train", tmp_path, ["model=fsgan", "model.stage=blending", *TINY_FSGAN])
+    cfg = compose_config("train", tmp_path, ["model=fsgan", "model.stage=blending", *TINY_FSGAN, RANDOM_PREDECESSORS])
     model, _ = build_model(cfg)
     batch = synthetic_batch(cfg, [0, 1])
     out = model.generate(batch["source"], batch["target"], model.generator)
@@ -141,12 +161,19 @@ def test_every_stage_trains_from_its_experiment_and_the_last_checkpoint_swaps(tm
     previous = None
     for stage in STAGES:
         overrides = [f"experiment=fsgan_{stage}", "trainer=cpu", *TINY_FSGAN,
-                     f"model.init_ckpt={previous}" if previous else "model.init_ckpt=null"]
+                     f"model.predecessor_ckpt={previous}" if previous else "model.predecessor_ckpt=null"]
         cfg = compose_config("train", tmp_path / stage, overrides)
         objects = instantiate_everything(cfg)
         model = objects["model"]
         assert model.stage == stage and (model.discriminator is None) == (stage == "segmentation")
         assert sorted(objects["experts"].describe()) == sorted(model.required_experts)
+        earlier = STAGES[: STAGES.index(stage)]
+        if previous is not None:  # the frozen generators are the predecessor's trained ones, tensor for tensor
+            saved = safe_torch_load(previous)
+            prefixes = saved["swaplab"]["stages"]["weights"]
+            for name in earlier:
+                for key, value in model.generator[name].state_dict().items():
+                    assert torch.equal(value, saved["state_dict"][prefixes[name] + key]), (stage, name, key)
         frozen = {n: {k: v.clone() for k, v in model.generator[n].state_dict().items()} for n in STAGES if n != stage}
         batch = synthetic_batch(cfg, [0, 3])
         history = fit_on_batches(model, [batch], steps=1, ckpt=tmp_path / f"{stage}.ckpt")
@@ -156,8 +183,18 @@ def test_every_stage_trains_from_its_experiment_and_the_last_checkpoint_swaps(tm
         for name, state in frozen.items():  # frozen generators: weights and BatchNorm statistics unchanged
             for key, value in model.generator[name].state_dict().items():
                 assert torch.equal(value, state[key]), (stage, name, key)
+        record = safe_torch_load(tmp_path / f"{stage}.ckpt")["swaplab"]["stages"]
+        assert record["model"] == "FSGAN" and record["trained"] == [stage]
+        if previous is None:
+            assert record["frozen"] == {} and record["predecessor"] is None
+        else:  # each frozen generator: the predecessor file (path, sha256) and that file's own record
+            source = {"path": str(previous), "sha256": sha256_of(previous)}
+            assert record["frozen"] == {name: source for name in earlier}
+            assert record["predecessor"] == {**source, "record": safe_torch_load(previous)["swaplab"]["stages"]}
         previous = tmp_path / f"{stage}.ckpt"
 
+    for stage in STAGES[:-1]:  # the blending checkpoint alone rebuilds the whole pipeline
+        (tmp_path / f"{stage}.ckpt").unlink()
     model, cfg = load_swap_model(previous)
     assert cfg.model.stage == "blending"
     batch = synthetic_batch(cfg, [1, 2])
@@ -168,10 +205,10 @@ def test_every_stage_trains_from_its_experiment_and_the_last_checkpoint_swaps(tm
     assert torch.equal(out.extras["transfer"].masked_select(outside), batch["target"].masked_select(outside))
 
 
-def test_missing_init_checkpoint_is_one_clear_line(tmp_path):
+def test_missing_predecessor_checkpoint_is_one_clear_line(tmp_path):
     cfg = compose_config("train", tmp_path, ["model=fsgan", "model.stage=inpainting",
-                                             f"model.init_ckpt={tmp_path / 'none.ckpt'}", *TINY_FSGAN])
-    with pytest.raises(Exception, match="train the earlier FSGAN stages first") as err:
+                                             f"model.predecessor_ckpt={tmp_path / 'none.ckpt'}", *TINY_FSGAN])
+    with pytest.raises(Exception, match="does not exist: train the FSGAN stages in order") as err:
         build_model(cfg)  # Hydra wraps the model's own error: its cause is the one line
     cause = err.value if isinstance(err.value, FileNotFoundError) else err.value.__cause__
     assert isinstance(cause, FileNotFoundError) and "\n" not in str(cause)
@@ -179,8 +216,58 @@ def test_missing_init_checkpoint_is_one_clear_line(tmp_path):
         build_model(compose_config("train", tmp_path, ["model=fsgan", "model.stage=swap", *TINY_FSGAN]))
 
 
+def test_a_wrong_stage_checkpoint_is_refused_naming_what_it_lacks_and_what_it_holds(tmp_path):
+    segmentation = save_stage(tmp_path, "segmentation")
+    for stage, missing in (("reenactment", []), ("inpainting", ["reenactment"]),
+                           ("blending", ["reenactment", "inpainting"])):
+        cfg = compose_config("train", tmp_path / stage, ["model=fsgan", f"model.stage={stage}", *TINY_FSGAN,
+                                                         f"model.predecessor_ckpt={segmentation}"])
+        if not missing:
+            build_model(cfg)
+            continue
+        expected = (f"model.predecessor_ckpt={segmentation} lacks trained {missing} for FSGAN stage {stage}: it is "
+                    "a checkpoint of FSGAN that trained ['segmentation']; trained in it: ['segmentation'] (train the "
+                    "FSGAN stages in order")
+        with pytest.raises(Exception, match=re.escape(expected)):
+            build_model(cfg)
+    # a reenactment run on a RANDOM Gs holds Gs's weights, but its record says they are random
+    random_gs = save_stage(tmp_path / "random", "reenactment", RANDOM_PREDECESSORS)
+    with pytest.raises(Exception, match=r"lacks trained \['segmentation'\] .*RANDOM \['segmentation'\]"):
+        build_model(compose_config("train", tmp_path / "inp", ["model=fsgan", "model.stage=inpainting", *TINY_FSGAN,
+                                                               f"model.predecessor_ckpt={random_gs}"]))
+    unrecorded = torch.load(segmentation, weights_only=True)  # a checkpoint from before records
+    del unrecorded["swaplab"]["stages"]
+    torch.save(unrecorded, tmp_path / "old.ckpt")
+    with pytest.raises(Exception, match=r"old.ckpt has no record of the networks trained in it"):
+        build_model(compose_config("train", tmp_path / "old", ["model=fsgan", *TINY_FSGAN,
+                                                               f"model.predecessor_ckpt={tmp_path / 'old.ckpt'}"]))
+
+
+def test_no_predecessor_fails_at_start_up_unless_random_ones_are_allowed(tmp_path, caplog):
+    for stage in STAGES[1:]:
+        cfg = compose_config("train", tmp_path / stage, ["model=fsgan", f"model.stage={stage}", *TINY_FSGAN])
+        with pytest.raises(Exception, match=r"FSGAN stage .* needs trained .* from model.predecessor_ckpt, which is "
+                                            r"not set.*allow_random_predecessors=true"):
+            build_model(cfg)
+    with pytest.raises(Exception, match="freezes no earlier networks: model.predecessor_ckpt must be null"):
+        build_model(compose_config("train", tmp_path / "seg", ["model=fsgan", "model.stage=segmentation",
+                                                               *TINY_FSGAN, "model.predecessor_ckpt=x.ckpt"]))
+    cfg = compose_config("train", tmp_path / "random", ["model=fsgan", "model.stage=inpainting", *TINY_FSGAN,
+                                                        RANDOM_PREDECESSORS])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="swaplab"):
+        model, _ = build_model(cfg)
+    loud = [r.getMessage() for r in caplog.records if r.name == "swaplab.models.stages"]
+    assert len(loud) == 1 and "['segmentation', 'reenactment']" in loud[0]
+    history = fit_on_batches(model, [synthetic_batch(cfg, [0, 1])], steps=1, ckpt=tmp_path / "random.ckpt")
+    assert all(np.isfinite(v) for v in history[-1].values())
+    record = safe_torch_load(tmp_path / "random.ckpt")["swaplab"]["stages"]
+    assert record["frozen"] == {"segmentation": {"random": True}, "reenactment": {"random": True}}
+
+
 def test_default_model_is_the_reenactment_stage_and_progressive_phase_runs_at_half_size(tmp_path):
-    cfg = compose_config("train", tmp_path, ["model=fsgan", *TINY_FSGAN, "model.progressive_steps=1"])
+    cfg = compose_config("train", tmp_path, ["model=fsgan", *TINY_FSGAN, "model.progressive_steps=1",
+                                             RANDOM_PREDECESSORS])
     assert cfg.model.stage == "reenactment" and cfg.model.optimizer_d.lr == 1e-5
     assert list(cfg.model.optimizer_g.betas) == [0.5, 0.999]
     model, _ = build_model(cfg)
@@ -196,7 +283,8 @@ def test_reenactment_overfits_one_same_identity_batch(tmp_path):
     weights = ["reenact_pix=1.0", "reenact_id=0.05", "reenact_attr=0.05", "reenact_adv=0"]
     cfg = compose_config("train", tmp_path, ["model=fsgan", *TINY_FSGAN, "data.train.same_identity_rate=1.0",
                                              "data.train.same_image_rate=0.0", "model.optimizer_g.lr=3e-3",
-                                             "model.num_steps=1", *(f"model.loss_weights.{w}" for w in weights)])
+                                             "model.num_steps=1", *(f"model.loss_weights.{w}" for w in weights),
+                                             RANDOM_PREDECESSORS])
     model, _ = build_model(cfg)
     batch = synthetic_batch(cfg, [0, 1])
     assert batch["same"].all() and not batch["same_image"].any()
@@ -225,7 +313,7 @@ def test_experiments_hold_the_official_settings(stage, tmp_path):
 
 def test_paper_experiment_instantiates_at_tiny_widths(tmp_path):
     objects = instantiate_everything(compose_config("train", tmp_path, ["experiment=fsgan_paper", "trainer=cpu",
-                                                                        *TINY_FSGAN]))
+                                                                        *TINY_FSGAN, RANDOM_PREDECESSORS]))
     batch = synthetic_batch(compose_config("train", tmp_path, ["model=fsgan", *TINY_FSGAN]), [0, 1])
     with torch.no_grad():
         out = objects["model"](batch["source"], batch["target"])

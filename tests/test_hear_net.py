@@ -17,6 +17,7 @@ from PIL import Image
 from test_configs import instantiate_everything
 
 from swaplab.data.occlusion import RandomOccluders
+from swaplab.experts.registry import sha256_of
 from swaplab.io.checkpoints import safe_torch_load
 from swaplab.models.base import SwapOutput
 from swaplab.models.faceshifter import FaceShifterHEAR, HEARNet
@@ -39,7 +40,7 @@ def aei_ckpt(tmp_path_factory) -> Path:
 
 
 def hear_config(tmp_path: Path, ckpt: Path, *overrides: str):
-    return compose_config("train", tmp_path, [*HEAR_TINY, f"model.aei_ckpt={ckpt}", *overrides])
+    return compose_config("train", tmp_path, [*HEAR_TINY, f"model.predecessor_ckpt={ckpt}", *overrides])
 
 
 def same_pair_batch(cfg, indices: list[int]) -> dict[str, torch.Tensor]:
@@ -118,22 +119,53 @@ def test_occluders_from_a_folder_paste_the_cut_out_with_its_alpha(tmp_path):
 # ---- configs and the frozen AEI-Net --------------------------------------------------------------
 def test_missing_or_wrong_aei_checkpoint_fails_with_one_clear_error(aei_ckpt, tmp_path):
     paper = compose_config("train", tmp_path / "paper", ["experiment=faceshifter_hear"])
-    assert OmegaConf.is_missing(paper, "aei_ckpt") and paper.model.aei_ckpt is None
-    with pytest.raises(Exception, match=r"aei_ckpt is not set.*experiment=faceshifter_paper"):
+    assert OmegaConf.is_missing(paper, "predecessor_ckpt") and paper.model.predecessor_ckpt is None
+    with pytest.raises(Exception, match=r"FaceShifterHEAR needs trained \['aei_net'\] from model.predecessor_ckpt, "
+                                        r"which is not set.*experiment=faceshifter_paper"):
         instantiate_everything(compose_config("train", tmp_path / "exp", [*HEAR_TINY, "experiment=faceshifter_hear",
                                                                           "trainer.accelerator=cpu"]))
-    with pytest.raises(Exception, match=r"aei_ckpt=.*nothing.ckpt does not exist.*experiment=faceshifter_paper"):
+    with pytest.raises(Exception, match=r"predecessor_ckpt=.*nothing.ckpt does not exist.*experiment=faceshifter_paper"):
         build_model(hear_config(tmp_path, tmp_path / "nothing.ckpt"))
     with pytest.raises(Exception, match="trained with identity expert"):
         build_model(hear_config(tmp_path, aei_ckpt, "experts.identity.widths=[8,16,32,64]"))
+    # the record decides, not the weights: the same file recorded as another model's training is refused
+    checkpoint = safe_torch_load(aei_ckpt)
+    checkpoint["swaplab"]["stages"] = {**checkpoint["swaplab"]["stages"], "model": "HifiFace", "trained": ["generator"]}
+    torch.save(checkpoint, tmp_path / "other.ckpt")
+    with pytest.raises(Exception, match=r"other.ckpt lacks trained \['aei_net'\] for FaceShifterHEAR: it is a "
+                                        r"checkpoint of HifiFace that trained \['generator'\]"):
+        build_model(hear_config(tmp_path, tmp_path / "other.ckpt"))
+    del checkpoint["swaplab"]["stages"]
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    with pytest.raises(Exception, match=r"old.ckpt has no record of the networks trained in it"):
+        build_model(hear_config(tmp_path, tmp_path / "old.ckpt"))
+
+
+def test_random_aei_net_needs_the_switch_and_a_config_and_is_recorded_as_random(aei_ckpt, tmp_path, caplog):
+    aei_config = safe_torch_load(aei_ckpt)["swaplab"]["config"]["model"]["generator"]
+    without = compose_config("train", tmp_path, [*HEAR_TINY, "model.allow_random_predecessors=true"])
+    with pytest.raises(Exception, match=r"builds its AEI-Net from model.aei_generator .*, which is not set"):
+        build_model(without)
+    cfg = compose_config("train", tmp_path, [*HEAR_TINY, "model.allow_random_predecessors=true"])
+    cfg.model.aei_generator = aei_config
+    caplog.clear()
+    model, _ = build_model(cfg)
+    loud = [r.getMessage() for r in caplog.records if r.name == "swaplab.models.stages"]
+    assert len(loud) == 1 and "FaceShifterHEAR runs with RANDOM frozen ['aei_net']" in loud[0]
+    batch = same_pair_batch(cfg, [0, 1])
+    with torch.no_grad():
+        assert torch.isfinite(model(batch["source"], batch["target"]).swap).all()
+    checkpoint = {"state_dict": model.state_dict()}
+    model.on_save_checkpoint(checkpoint)
+    assert checkpoint["swaplab"]["stages"]["frozen"] == {"aei_net": {"random": True}}
 
 
 def test_experiment_composes_instantiates_and_swaps_with_and_without_refinement(aei_ckpt, tmp_path):
-    paper = compose_config("train", tmp_path / "paper", ["experiment=faceshifter_hear", "aei_ckpt=x.ckpt"])
+    paper = compose_config("train", tmp_path / "paper", ["experiment=faceshifter_hear", "predecessor_ckpt=x.ckpt"])
     assert paper.data.resolution == 256 and list(paper.model.generator.widths) == [64, 128, 256, 512, 512]
-    assert paper.model.aei_ckpt == "x.ckpt" and paper.experts.identity.weights == "pretrained"
+    assert paper.model.predecessor_ckpt == "x.ckpt" and paper.experts.identity.weights == "pretrained"
     assert dict(paper.model.loss_weights) == {"id": 1.0, "chg": 1.0, "rec": 10.0}
-    cfg = compose_config("train", tmp_path, [*HEAR_TINY, "experiment=faceshifter_hear", f"aei_ckpt={aei_ckpt}",
+    cfg = compose_config("train", tmp_path, [*HEAR_TINY, "experiment=faceshifter_hear", f"predecessor_ckpt={aei_ckpt}",
                                              "trainer.accelerator=cpu", "model.generator.output=direct",
                                              "experts.identity.depth=18"])  # the AEI-Net's identity network
     objects = instantiate_everything(cfg)
@@ -162,10 +194,12 @@ def test_training_updates_hear_net_only_and_its_checkpoint_is_self_contained(aei
     _, objects = train(cfg)
     model, (optimizer,) = objects["model"], objects["trainer"].optimizers
 
-    aei_weights = {k[len("generator."):]: v for k, v in safe_torch_load(own_aei)["state_dict"].items()
-                   if k.startswith("generator.")}
-    for name, value in model.aei.state_dict().items():  # parameters and BatchNorm statistics
-        assert torch.equal(value, aei_weights[name]), f"AEI-Net {name} changed"
+    saved_aei = safe_torch_load(own_aei)
+    prefix = saved_aei["swaplab"]["stages"]["weights"]["aei_net"]
+    aei_weights = {k[len(prefix):]: v for k, v in saved_aei["state_dict"].items() if k.startswith(prefix)}
+    assert aei_weights.keys() == model.aei.state_dict().keys()
+    for name, value in model.aei.state_dict().items():  # parameters and BatchNorm statistics: the trained ones
+        assert torch.equal(value, aei_weights[name]), f"AEI-Net {name} is not the predecessor's"
     assert not model.aei.training and not any(p.requires_grad for p in model.aei.parameters())
     trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert trained == {id(p) for p in model.generator.parameters()}
@@ -173,10 +207,17 @@ def test_training_updates_hear_net_only_and_its_checkpoint_is_self_contained(aei
     weights = [k for k in initial if k.endswith("weight")]
     assert set(weights) <= set(changed), f"HEAR-Net weights left untouched: {sorted(set(weights) - set(changed))}"
 
-    own_aei.unlink()  # inference needs the HEAR checkpoint alone
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    record = safe_torch_load(ckpt)["swaplab"]["stages"]  # trained here, and where the frozen AEI-Net came from
+    source = {"path": str(own_aei), "sha256": sha256_of(own_aei)}
+    assert record["model"] == "FaceShifterHEAR" and record["trained"] == ["hear_net"]
+    assert record["frozen"] == {"aei_net": source}
+    assert record["predecessor"] == {**source, "record": saved_aei["swaplab"]["stages"]}
+    assert saved_aei["swaplab"]["stages"]["trained"] == ["aei_net"]
+    own_aei.unlink()  # inference needs the HEAR checkpoint alone
     loaded, run_cfg = load_swap_model(ckpt)
-    assert run_cfg.model.aei_ckpt is None and safe_torch_load(ckpt)["swaplab"]["aei_ckpt"] == str(own_aei)
+    assert run_cfg.model.predecessor_ckpt is None and loaded.predecessors.record() == {
+        "frozen": record["frozen"], "predecessor": record["predecessor"]}
     batch = same_pair_batch(cfg, [0, 1, 2])
     with torch.no_grad():
         expected, got = model.eval()(batch["source"], batch["target"]), loaded(batch["source"], batch["target"])

@@ -20,14 +20,13 @@ import contextlib
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
@@ -166,18 +165,16 @@ def peak_flops(device: torch.device) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
-def random_aei_checkpoint(hear_cfg: DictConfig, tiny: bool) -> Path:
-    """A FaceShifter checkpoint with random weights and HEAR-Net's experts: the frozen AEI-Net that HEAR-Net
-    refines (paper-sized unless --tiny; its speed needs no training)."""
-    sizes = TINY_MODELS["faceshifter"] if tiny else ["experiment=faceshifter_paper"]
-    aei_cfg = train_config(["model=faceshifter", *sizes])
-    with open_dict(aei_cfg):
-        aei_cfg.experts, aei_cfg.data = hear_cfg.experts, hear_cfg.data
-    model, experts = build_model(aei_cfg)
-    path = Path(tempfile.mkdtemp(prefix="swaplab_bench_aei_")) / "aei.ckpt"
-    torch.save({"state_dict": model.state_dict(), "swaplab": {"config": OmegaConf.to_container(aei_cfg, resolve=True),
-                                                              "experts": experts.describe()}}, path)
-    return path
+def random_predecessors(cfg: DictConfig, tiny: bool) -> None:
+    """FSGAN's later stages and HEAR-Net without a model.predecessor_ckpt: random frozen predecessors (the speed
+    does not depend on their training); HEAR-Net's AEI-Net is FaceShifter's (paper-sized unless --tiny)."""
+    if "predecessor_ckpt" not in cfg.model or cfg.model.get("predecessor_ckpt"):
+        return
+    with open_dict(cfg):
+        cfg.model.allow_random_predecessors = True
+        if "aei_generator" in cfg.model and not cfg.model.get("aei_generator"):
+            sizes = TINY_MODELS["faceshifter"] if tiny else ["experiment=faceshifter_paper"]
+            cfg.model.aei_generator = train_config(["model=faceshifter", *sizes]).model.generator
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -193,8 +190,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = train_config([f"model={args.model}", *(["experts=random"] if args.tiny else []), *tiny, *args.override,
                         *sizes, "data.num_workers=0"])
     random_expert_weights(cfg)
-    if args.model == "faceshifter_hear" and not cfg.model.get("aei_ckpt"):
-        cfg.model.aei_ckpt = str(random_aei_checkpoint(cfg, args.tiny))
+    random_predecessors(cfg, args.tiny)
     args.resolution, args.batch_size = cfg.data.resolution, cfg.data.batch_size
     pl.seed_everything(0, verbose=False)
     model, experts = build_model(cfg)

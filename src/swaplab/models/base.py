@@ -28,6 +28,7 @@ from torch import nn
 
 from swaplab.experts import Experts
 from swaplab.losses import WeightedSum
+from swaplab.models.stages import Predecessors, stage_record
 from swaplab.runtime import get_logger
 
 Batch = dict[str, torch.Tensor]
@@ -80,13 +81,15 @@ class SwapModule(pl.LightningModule):
     discriminator_terms: tuple[str, ...] = ()  # weighted D terms beyond real/fake (e.g. "gp")
     required_experts: tuple[str, ...] = ()
     uses_source: bool = True  # False: the identity lives in the weights (Fast Face-swap); inference needs no source
+    network_name: str = "generator"  # the trained network's name in checkpoint records (swaplab.models.stages)
+    predecessors: Predecessors | None = None  # frozen networks from an earlier run (FSGAN stages, HEAR-Net)
 
     def __init__(
         self,
         generator: nn.Module,  # plain nn.Module, loadable alone for inference
         discriminator: nn.Module | None,  # None for methods without an adversarial term
         experts: Experts,  # frozen networks shared with losses and metrics
-        loss_weights: Mapping[str, float],  # flat {term: weight}, from conf/loss/<model>.yaml
+        loss_weights: Mapping[str, float],  # flat {term: weight}, from conf/model/<model>.yaml
         optimizer_g: Callable[..., torch.optim.Optimizer],  # partial: params -> optimizer
         optimizer_d: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler_g: Callable[..., Any] | None = None,  # partial: optimizer -> scheduler, stepped per iteration
@@ -110,9 +113,9 @@ class SwapModule(pl.LightningModule):
             raise ValueError(f"ema_decay must be in (0, 1) or null, got {ema_decay}")
         if accumulate_grad_batches < 1:
             raise ValueError(f"accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
-        if compile and compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+        if compile and compile_backend not in torch.compiler.list_backends(exclude_tags=()):
             raise ValueError(f"unknown compile_backend {compile_backend!r}; torch.compile knows "
-                             f"{torch._dynamo.list_backends()}")
+                             f"{torch.compiler.list_backends()}")
         self.generator = generator
         self.discriminator = discriminator
         self.experts = experts
@@ -153,8 +156,11 @@ class SwapModule(pl.LightningModule):
     def inference_generator(self) -> nn.Module:
         return self.generator_ema if self.generator_ema is not None else self.generator
 
-    def forward(self, source: torch.Tensor, target: torch.Tensor) -> SwapOutput:
-        return self.generate(source, target, self.inference_generator)
+    def forward(self, source: torch.Tensor, target: torch.Tensor, use_ema: bool = True) -> SwapOutput:
+        """The inference swap (a method's whole inference path: subclasses that add steps, e.g. Fast Face-swap's
+        paste-back, override this): with the EMA generator where the method keeps one, the raw generator when
+        `use_ema` is False. The one place that makes this choice (swap.py, FaceSwapPipeline)."""
+        return self.generate(source, target, self.inference_generator if use_ema else self.generator)
 
     def train(self, mode: bool = True) -> SwapModule:
         super().train(mode)
@@ -193,10 +199,11 @@ class SwapModule(pl.LightningModule):
                 if net is not None:
                     net.to(memory_format=torch.channels_last)
         if self.compile_networks:
-            if not torch._dynamo.is_dynamo_supported():
+            try:  # torch.compile checks at call time that it supports this Python (the check has no public API)
+                self._compile(self.generator)
+            except RuntimeError as error:
                 raise RuntimeError(f"model.compile=true but torch.compile is not supported here (torch "
-                                   f"{torch.__version__}); set model.compile=false")
-            self._compile(self.generator)
+                                   f"{torch.__version__}: {error}); set model.compile=false") from error
             if self.discriminator is not None and set(self.discriminator_terms) & set(DOUBLE_BACKWARD_TERMS):
                 log.warning("model.compile: %s's discriminator stays eager (its %s term needs double backward, "
                             "which torch.compile does not support)", type(self).__name__, self.discriminator_terms)
@@ -252,7 +259,7 @@ class SwapModule(pl.LightningModule):
             for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
                 scheduler.step()
             self._update_ema()
-        if self._writes_logs_this_step():
+        if self._writes_logs_this_step(batch_idx):
             self.log_dict(logs, on_step=True, on_epoch=False, batch_size=batch["target"].shape[0])
             self.log("train/g/total_pbar", g_logs["total"], prog_bar=True, logger=False)
 
@@ -262,15 +269,25 @@ class SwapModule(pl.LightningModule):
         average = getattr(self.trainer.strategy, "averaged_gradients", None)
         return average(optimizer.optimizer) if average is not None and update else contextlib.nullcontext()
 
-    def _writes_logs_this_step(self) -> bool:
-        """Whether the trainer writes this step's logs (every `trainer.log_every_n_steps`, and the last step).
-        Each `self.log` costs about a millisecond of Python on any device, so the steps whose values would be
-        dropped skip it (the progress bar's loss also updates on logging steps only)."""
-        trainer = self._trainer
-        if trainer is None or not hasattr(trainer, "_logger_connector"):
+    def _writes_logs_this_step(self, batch_idx: int) -> bool:
+        """Whether the trainer writes this step's logs: every `trainer.log_every_n_steps` batches, when it stops,
+        and on the last step. Each `self.log` costs about a millisecond of Python on any device, so the steps
+        whose values would be dropped skip it (the progress bar's loss also updates on logging steps only).
+
+        Lightning writes a batch's logged values when the number of batches trained so far (all epochs, this
+        one included) is a multiple of `log_every_n_steps`; a value logged on another batch would be written
+        later with the wrong step. Called after this batch's updates: `global_step` (generator updates)
+        counts the batches, times N under `accumulate_grad_batches=N` plus those of the update in progress."""
+        trainer = self.trainer
+        every = trainer.log_every_n_steps
+        if trainer.fast_dev_run or trainer.should_stop or 0 < trainer.max_steps <= self.global_step:
             return True
-        last_step = 0 < trainer.max_steps <= self.global_step
-        return trainer._logger_connector.should_update_logs or last_step
+        if not every:
+            return False
+        n = self.accumulate_grad_batches
+        if n > 1 and trainer.num_training_batches % n:
+            return True  # epochs end mid-update: batches are not a function of updates, log every batch
+        return (self.global_step * n + (batch_idx + 1) % n) % every == 0
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -297,5 +314,14 @@ class SwapModule(pl.LightningModule):
             counts[f"params/experts/{role}"] = info["params"]
         return counts
 
+    def trained_networks(self) -> list[str]:
+        """The networks this run trains, by their names in checkpoint records."""
+        return [self.network_name]
+
+    def network_weights(self) -> dict[str, str]:
+        """Network name -> its state-dict prefix in this model's checkpoints (the EMA where one is kept)."""
+        return {self.network_name: "generator_ema." if self.generator_ema is not None else "generator."}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["swaplab"] = {"config": self.run_config, "experts": self.experts.describe()}
+        stages = stage_record(type(self).__name__, self.trained_networks(), self.network_weights(), self.predecessors)
+        checkpoint["swaplab"] = {"config": self.run_config, "experts": self.experts.describe(), "stages": stages}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from swaplab.errors import plain_user_errors
+from swaplab.experts import Experts
 from swaplab.io.checkpoints import safe_torch_load
 
 
@@ -33,6 +35,26 @@ def build_experts(experts_cfg: DictConfig, roles: list[str] | None = None) -> An
             return hydra.utils.instantiate(experts_cfg, _convert_="all")
         container = hydra.utils.get_class(experts_cfg._target_)  # role by role: keeps interpolation context
         return container(**{r: hydra.utils.instantiate(experts_cfg[r], _convert_="all") for r in roles})
+
+
+def build_missing_experts(have: Experts | None, roles: Iterable[str], experts_cfg: DictConfig | Mapping | None,
+                          template: str | None = None, *, only_configured: bool = False, hint: str = "") -> Experts:
+    """The experts of `roles` that `have` (e.g. a model's own experts; None: none) lacks, built once from
+    `experts_cfg` (a run's experts config, or its plain dict from a checkpoint) with their input template set to
+    `template`; an empty set when nothing is missing. Use them next to `have` (a lookup that tries both), not
+    merged into it: the template hooks belong to the set that built them. `only_configured`: roles the config
+    does not define are left out (whoever needs them raises its own error) instead of failing here."""
+    missing = [r for r in dict.fromkeys(roles) if have is None or r not in have]
+    if only_configured and experts_cfg is not None:
+        missing = [r for r in missing if r in experts_cfg]
+    if not missing:
+        return Experts()
+    if not experts_cfg:
+        raise ValueError(f"experts {missing} are needed, and there is no experts config to build them from{hint}")
+    cfg = experts_cfg if isinstance(experts_cfg, DictConfig) else OmegaConf.create(dict(experts_cfg))
+    built = build_experts(cfg, missing)
+    built.set_input_template(template)
+    return built
 
 
 def build_model(cfg: DictConfig) -> tuple[pl.LightningModule, Any]:

@@ -24,7 +24,7 @@ from swaplab.experts.detection import Detections
 from swaplab.faces.templates import Template, get_template
 from swaplab.imaging import from_uint8, to_uint8
 from swaplab.models.base import SwapOutput
-from swaplab.models.loading import build_experts, load_swap_model
+from swaplab.models.loading import build_missing_experts, load_swap_model
 from swaplab.pipelines.blend import ellipse_mask, feather_mask, match_colour, paste_back
 
 MASKS, BLENDS, SELECTS = ("ellipse", "parsing", "learned"), ("alpha", "poisson"), ("largest", "all", "index",
@@ -94,11 +94,8 @@ class FaceSwapPipeline:
         model, cfg = load_swap_model(ckpt, experts)
         roles = ["detector"] + [r for r, need in (("parsing", opts.mask == "parsing"),
                                                   ("identity", opts.select == "reference")) if need]
-        own = {r: getattr(model.experts, r) for r in roles if hasattr(model.experts, r)}
-        built = build_experts(cfg.experts, [r for r in roles if r not in own]) if len(own) < len(roles) else None
-        if built is not None:
-            built.set_input_template(cfg.data.template)
-        found = {**own, **(dict(built.items()) if built is not None else {})}
+        built = build_missing_experts(model.experts, roles, cfg.experts, cfg.data.template)
+        found = {r: model.experts.get(r) if r in model.experts else built.get(r) for r in roles}
         template = get_template(cfg.data.template, int(cfg.data.resolution))
         pipe = cls(model, found["detector"], template, opts, found.get("parsing"), found.get("identity"), use_ema)
         return pipe.to(device)
@@ -202,7 +199,7 @@ class FaceSwapPipeline:
             target = crops[start : start + self.options.batch_size]
             src = target if source is None else source.expand(len(target), -1, -1, -1)
             # forward() is the method's whole inference path (e.g. Fast Face-swap's paste-back)
-            out = self.model(src, target) if self.use_ema else self.model.generate(src, target, self.model.generator)
+            out = self.model(src, target, use_ema=self.use_ema)
             swaps.append(out.swap.float())
             masks.append(self.masks(out, target))
         swap, mask = torch.cat(swaps), torch.cat(masks)

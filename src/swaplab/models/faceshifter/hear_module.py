@@ -1,20 +1,19 @@
 """FaceShifter (Li et al. 2019), stage 2: HEAR-Net trained on top of a frozen, trained AEI-Net.
 
-L = L_id + L_chg + L_rec (weights from conf/loss/faceshifter_hear.yaml): L_id = 1 - cos(z_id(Y), z_id(X_s)),
+L = L_id + L_chg + L_rec (weights from conf/model/faceshifter_hear.yaml): L_id = 1 - cos(z_id(Y), z_id(X_s)),
 L_chg = |Y - Y^_st|_1 (stay close to the AEI result), L_rec = 0.5 ||Y - X_t||^2 on pairs with X_s = X_t.
 Targets get random occluders in the training step (swaplab.data.occlusion), as in the public
 re-implementations, so that L_rec teaches HEAR-Net to put back what AEI-Net drops.
 
-The AEI-Net comes from a FaceShifter checkpoint (`aei_ckpt`); it is frozen (no gradient, eval mode, outside
-the optimizer) but its weights are saved in this module's checkpoints, which record the AEI-Net's config in
-place of the path: a HEAR checkpoint alone is enough for inference.
+The AEI-Net comes from a FaceShifter checkpoint (`predecessor_ckpt`, which must record a trained `aei_net`:
+swaplab.models.stages); it is frozen (no gradient, eval mode, outside the optimizer) but its weights are saved
+in this module's checkpoints, whose config holds the AEI-Net's config and the predecessor record in place of the
+path: a HEAR checkpoint alone is enough for inference.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -23,35 +22,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from swaplab.data.occlusion import RandomOccluders
-from swaplab.io.checkpoints import safe_torch_load
 from swaplab.losses import IdentityLoss, ReconstructionLoss
 from swaplab.models.base import Batch, SwapModule, SwapOutput
 from swaplab.models.faceshifter.hear_net import HEARNet
 from swaplab.models.faceshifter.module import FaceShifter
 from swaplab.models.loading import checkpoint_config
+from swaplab.models.stages import Predecessors, load_predecessors, self_contained_config
 
+AEI = FaceShifter.network_name
 HOW_TO_GET_AEI = ("train the AEI-Net first (python train.py experiment=faceshifter_paper, or model=faceshifter "
-                  "for the CPU demo) and pass its checkpoint, e.g. aei_ckpt=<run dir>/checkpoints/last.ckpt "
-                  "(model.aei_ckpt=... when not using experiment=faceshifter_hear)")
+                  "for the CPU demo) and pass its checkpoint, e.g. predecessor_ckpt=<run dir>/checkpoints/last.ckpt "
+                  "(model.predecessor_ckpt=... when not using experiment=faceshifter_hear)")
 
 
-def load_aei_generator(path: str | Path) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
-    """The AEI-Net of a FaceShifter training checkpoint (its EMA weights when it has them), its config node and
-    the experts recorded with it."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"aei_ckpt={path} does not exist: {HOW_TO_GET_AEI}")
-    checkpoint = safe_torch_load(path)
-    cfg = checkpoint_config(checkpoint, path)
+def aei_generator_of(predecessors: Predecessors, path: str) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
+    """The trained AEI-Net of a loaded FaceShifter predecessor checkpoint (its EMA weights when it kept one),
+    its config node and the experts recorded with it."""
+    cfg = checkpoint_config(predecessors.checkpoint, path)
     model_class = hydra.utils.get_class(cfg.model._target_)
     if not issubclass(model_class, FaceShifter):
-        raise ValueError(f"aei_ckpt={path} is a {model_class.__name__} checkpoint, not an AEI-Net (FaceShifter) one: "
+        raise ValueError(f"{path} is a {model_class.__name__} checkpoint, not an AEI-Net (FaceShifter) one: "
                          f"{HOW_TO_GET_AEI}")
     generator_cfg = dict(cfg.model.generator)
     generator = hydra.utils.instantiate(generator_cfg, _convert_="all")
-    state = checkpoint["state_dict"]
-    prefix = "generator_ema." if any(k.startswith("generator_ema.") for k in state) else "generator."
-    generator.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
-    return generator, generator_cfg, checkpoint["swaplab"].get("experts", {})
+    predecessors.load_into(AEI, generator)
+    return generator, generator_cfg, predecessors.checkpoint["swaplab"].get("experts", {})
 
 
 class FaceShifterHEAR(SwapModule):
@@ -60,11 +55,14 @@ class FaceShifterHEAR(SwapModule):
 
     generator_terms = ("id", "chg", "rec")
     required_experts = ("identity",)
+    network_name = "hear_net"
 
     def __init__(
         self,
         generator: HEARNet,                            # the trained refinement network
-        aei_ckpt: str | None = None,                   # FaceShifter checkpoint to refine (training)
+        predecessor_ckpt: str | None = None,           # the FaceShifter checkpoint to refine (training)
+        allow_random_predecessors: bool = False,       # no predecessor_ckpt: a random AEI-Net (needs aei_generator)
+        predecessor_record: dict | None = None,        # filled in checkpoints' configs: AEI weights in the state dict
         aei_generator: nn.Module | None = None,        # AEI-Net built from the config HEAR checkpoints record
         occlusion: RandomOccluders | None = None,      # occluders pasted onto training targets (None: off)
         refine: bool = True,                           # False: forward returns the AEI-Net result
@@ -72,14 +70,18 @@ class FaceShifterHEAR(SwapModule):
         **base_kwargs,
     ) -> None:
         super().__init__(generator=generator, discriminator=None, **base_kwargs)
-        self.aei_ckpt = aei_ckpt if aei_ckpt not in ("", "???") else None
-        self._aei_config: dict[str, Any] | None = None  # recorded in checkpoints when loaded from aei_ckpt
-        if self.aei_ckpt is not None:
-            aei_generator, self._aei_config, aei_experts = load_aei_generator(self.aei_ckpt)
-            self._check_identity_expert(aei_experts, self.aei_ckpt)
+        self.predecessors = load_predecessors("FaceShifterHEAR", [AEI], predecessor_ckpt, allow_random_predecessors,
+                                              predecessor_record, HOW_TO_GET_AEI)
+        self._aei_config: dict[str, Any] | None = None  # recorded in checkpoints when loaded from predecessor_ckpt
+        if self.predecessors.checkpoint is not None:
+            aei_generator, self._aei_config, aei_experts = aei_generator_of(self.predecessors, str(predecessor_ckpt))
+            self.predecessors.release()
+            self._check_identity_expert(aei_experts, str(predecessor_ckpt))
         elif aei_generator is None:
-            raise ValueError(f"FaceShifterHEAR needs a trained AEI-Net and aei_ckpt is not set: {HOW_TO_GET_AEI}")
-        # Rebuilt from a HEAR checkpoint's config otherwise: its weights come with the HEAR state dict.
+            raise ValueError("FaceShifterHEAR without a predecessor checkpoint builds its AEI-Net from "
+                             "model.aei_generator (the AEI-Net's config), which is not set")
+        # Otherwise random (allow_random_predecessors) or rebuilt from a HEAR checkpoint's config, whose state
+        # dict brings the weights.
         self.aei = aei_generator.requires_grad_(False).eval()
         self.occlusion = occlusion
         self.refine = refine
@@ -90,7 +92,7 @@ class FaceShifterHEAR(SwapModule):
         """AEI-Net is conditioned on z_id: the identity network must be the one it was trained with."""
         trained_with, here = recorded.get("identity"), self.experts.describe().get("identity")
         if trained_with and here and (trained_with["name"], trained_with["params"]) != (here["name"], here["params"]):
-            raise ValueError(f"aei_ckpt={path} was trained with identity expert {trained_with}, this run builds "
+            raise ValueError(f"model.predecessor_ckpt={path} was trained with identity expert {trained_with}, this run builds "
                              f"{here}: use the experts config of the AEI-Net run")
 
     def train(self, mode: bool = True) -> FaceShifterHEAR:
@@ -136,12 +138,12 @@ class FaceShifterHEAR(SwapModule):
     def parameter_counts(self) -> dict[str, int]:
         return {**super().parameter_counts(), "params/aei_frozen": sum(p.numel() for p in self.aei.parameters())}
 
+    def network_weights(self) -> dict[str, str]:
+        return {**super().network_weights(), AEI: "aei."}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         meta = checkpoint["swaplab"]
-        meta["config"] = config = copy.deepcopy(meta["config"])
-        if "model" in config:  # rebuild the AEI-Net from its config; its weights are in the state dict
-            config["model"]["aei_ckpt"] = None
-            if self._aei_config is not None:
-                config["model"]["aei_generator"] = self._aei_config
-        meta["aei_ckpt"] = str(self.aei_ckpt) if self.aei_ckpt else None
+        self_contained_config(meta, self.predecessors)
+        if "model" in meta["config"] and self._aei_config is not None:  # the AEI-Net rebuilt from its config
+            meta["config"]["model"]["aei_generator"] = self._aei_config

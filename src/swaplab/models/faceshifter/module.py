@@ -1,6 +1,6 @@
 """FaceShifter (Li et al. 2019), stage 1: AEI-Net trained adversarially.
 
-L = adv + 10 L_att + 5 L_id + 10 L_rec (weights from conf/loss/faceshifter.yaml):
+L = adv + 10 L_att + 5 L_id + 10 L_rec (weights from conf/model/faceshifter.yaml):
 L_att = 0.5 sum_k ||z_att^k(Y) - z_att^k(X_t)||^2, L_id = 1 - cos(z_id(Y), z_id(X_s)),
 L_rec = 0.5 ||Y - X_t||^2 on pairs with X_s = X_t (batch["same"]).
 """
@@ -18,6 +18,7 @@ from swaplab.models.faceshifter.aei_net import AEINet
 class FaceShifter(SwapModule):
     generator_terms = ("adv", "att", "id", "rec")
     required_experts = ("identity",)
+    network_name = "aei_net"  # what HEAR-Net's model.predecessor_ckpt must hold trained
 
     def __init__(self, generator: AEINet, discriminator: nn.Module, adversarial: str = "hinge",
                  reconstruction: str = "half_l2", **base_kwargs) -> None:

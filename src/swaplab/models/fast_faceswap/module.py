@@ -1,7 +1,7 @@
 """Fast Face-swap (Korshunova et al. 2017): one feed-forward network per target identity, trained as style
 transfer with the identity's photos as the style. No discriminator.
 
-L = content + alpha style + beta light + gamma TV (conf/loss/fast_faceswap.yaml: content 1, style = alpha,
+L = content + alpha style + beta light + gamma TV (conf/model/fast_faceswap.yaml: content 1, style = alpha,
 light = beta, tv = gamma), with x = batch["target"] the aligned content face and x_hat = f_W(x):
 content = sum over `content_layers` of 1/|Phi_l| ||Phi_l(x_hat) - Phi_l(x)||^2 (VGG19, paper: relu4_2),
 style = sum over `style_layers` of the same-location 3x3 patch loss (swaplab.losses.style) against the N_best
@@ -66,8 +66,8 @@ class FastFaceSwap(SwapModule):
     def generate(self, source: torch.Tensor, target: torch.Tensor, generator: nn.Module) -> SwapOutput:
         return SwapOutput(generator(target))
 
-    def forward(self, source: torch.Tensor, target: torch.Tensor) -> SwapOutput:
-        out = super().forward(source, target)
+    def forward(self, source: torch.Tensor, target: torch.Tensor, use_ema: bool = True) -> SwapOutput:
+        out = super().forward(source, target, use_ema)
         if not self.paste_back:
             return out
         blended, mask = clone_face_back(out.swap, target, self.experts.parsing, self.paste_regions)

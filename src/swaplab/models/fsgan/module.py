@@ -1,9 +1,10 @@
 """FSGAN (Nirkin et al. ICCV 2019): subject-agnostic reenactment (Gr), segmentation (Gs), inpainting (Gc) and
 blending (Gb), trained one stage at a time in the order segmentation -> reenactment -> inpainting -> blending.
 
-`stage` picks the generator that trains; the earlier stages' generators come from `init_ckpt` (the previous
-stage's checkpoint) and stay frozen, so the last stage's checkpoint holds the whole pipeline. Terms (weights in
-conf/loss/fsgan.yaml, one flat map for all stages; official: rec = 0.1 pix + 0.5 id + 0.5 attr, seg 0.1,
+`stage` picks the generator that trains; the earlier stages' generators come from `predecessor_ckpt` (the
+previous stage's checkpoint, which must record them as trained: swaplab.models.stages) and stay frozen, so the
+last stage's checkpoint holds the whole pipeline. Terms (weights in
+conf/model/fsgan.yaml, one flat map for all stages; official: rec = 0.1 pix + 0.5 id + 0.5 attr, seg 0.1,
 adv 0.001 with LSGAN and a multi-scale PatchGAN):
   segmentation: seg_ce = cross-entropy of Gs(x) against the 3-class labels of source and target.
   reenactment:  the landmarks and Euler angles are interpolated from source to target over the steps; each step
@@ -31,22 +32,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from swaplab.experts import VGG_LOSS_WEIGHTS
+from swaplab.experts.dlib_models import dlib_landmarks
 from swaplab.imaging import seamless_clone
 from swaplab.losses import AdversarialLoss, masked_mean
 from swaplab.models.base import Batch, SwapModule, SwapOutput
 from swaplab.models.fsgan.generators import (
     STAGES,
     FSGANGenerators,
-    dlib_landmarks,
     face_label_mask,
     half_resolution,
     random_holes,
     transfer,
 )
 from swaplab.models.fsgan.heatmaps import interpolate_views, landmark_heatmaps
-from swaplab.runtime import get_logger
-
-log = get_logger(__name__)
+from swaplab.models.stages import load_predecessors, self_contained_config
 
 
 def _optimize_only(optimizer: Callable[..., torch.optim.Optimizer], module: nn.Module, _params: Any
@@ -56,6 +55,8 @@ def _optimize_only(optimizer: Callable[..., torch.optim.Optimizer], module: nn.M
 
 
 STAGE_PREFIX = {"segmentation": "seg_", "reenactment": "reenact_", "inpainting": "inpaint_", "blending": "blend_"}
+HOW_TO_CHAIN = (f"train the FSGAN stages in order ({' -> '.join(STAGES)}) and pass the previous stage's checkpoint, "
+                "e.g. model.predecessor_ckpt=<run dir>/checkpoints/last.ckpt")
 
 
 class FSGAN(SwapModule):
@@ -69,7 +70,9 @@ class FSGAN(SwapModule):
         generator: FSGANGenerators,
         discriminator: nn.Module | None,
         stage: str = "reenactment",          # the generator that trains: segmentation, reenactment, inpainting, blending
-        init_ckpt: str | None = None,        # checkpoint of the previous stage: the frozen earlier generators
+        predecessor_ckpt: str | None = None,  # the previous stage's checkpoint: the frozen earlier generators
+        allow_random_predecessors: bool = False,  # no predecessor_ckpt: random frozen generators (tests only)
+        predecessor_record: dict | None = None,  # filled in checkpoints' configs: frozen weights in the state dict
         num_steps: int = 2,                  # reenactment steps from the source's view to the target's
         max_step_angle: float | None = None,  # if set: ceil(largest angle change / this) steps, at most num_steps
         heatmap_sigma: float = 2.0,          # landmark Gaussian std in pixels of a 256 crop (scaled with the side)
@@ -88,10 +91,11 @@ class FSGAN(SwapModule):
         self.stage, self.num_steps, self.max_step_angle = stage, num_steps, max_step_angle
         self.heatmap_sigma, self.progressive_steps = heatmap_sigma, progressive_steps
         earlier = STAGES[: STAGES.index(stage)]
-        if init_ckpt:
-            generator.load_stages(init_ckpt, earlier)
-        elif earlier:
-            log.warning("FSGAN stage %s without model.init_ckpt: the frozen %s generators are RANDOM", stage, earlier)
+        self.predecessors = load_predecessors(f"FSGAN stage {stage}", earlier, predecessor_ckpt,
+                                              allow_random_predecessors, predecessor_record, HOW_TO_CHAIN)
+        for name in earlier:
+            self.predecessors.load_into(name, generator[name])
+        self.predecessors.release()
         for name in STAGES:
             generator[name].requires_grad_(name == stage)
         self.train(self.training)  # frozen generators in eval mode from the start (fit alone never calls train)
@@ -99,6 +103,17 @@ class FSGAN(SwapModule):
             self.generator_ema.load_state_dict(generator.state_dict())
         self.optimizer_g = functools.partial(_optimize_only, self.optimizer_g, generator[stage])
         self.adversarial = AdversarialLoss("lsgan")
+
+    def trained_networks(self) -> list[str]:
+        return [self.stage]
+
+    def network_weights(self) -> dict[str, str]:
+        ema = self.generator_ema is not None  # the frozen generators are the same in both
+        return {name: f"generator{'_ema' if ema and name == self.stage else ''}.{name}." for name in STAGES}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        self_contained_config(checkpoint["swaplab"], self.predecessors)
 
     def train(self, mode: bool = True) -> FSGAN:
         super().train(mode)

@@ -1,6 +1,6 @@
 """HifiFace (Wang et al. IJCAI 2021): 3D shape-aware identity + semantic facial fusion, trained adversarially.
 
-L = adv + 0.5 shape + 5 id + 20 rec + 1 cyc + 5 lpips + 100 seg (conf/loss/hififace.yaml), D: non-saturating
+L = adv + 0.5 shape + 5 id + 20 rec + 1 cyc + 5 lpips + 100 seg (conf/model/hififace.yaml), D: non-saturating
 real/fake + gp * R1 on real targets. With I_r the swap, I_low the 1/4 image, R(.) a resize:
 shape = mean_n |q_fuse - q_r|_1 + |q_fuse - q_low|_1 over the 68 projected BFM landmarks,
 id = (1 - cos(v_id(I_s), v_id(I_r))) + (1 - cos(v_id(I_s), v_id(I_low))),

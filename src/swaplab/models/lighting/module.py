@@ -17,6 +17,7 @@ import torch
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
+from swaplab.models.stages import stage_record
 from swaplab.nets.lighting import LightingNet, to_grayscale
 
 Batch = dict[str, torch.Tensor]
@@ -97,4 +98,5 @@ class LightingNetModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         config = {"in_channels": self.net.in_channels, "input_size": self.net.input_size,
                   "widths": list(self.net.widths), "fc_dims": list(self.net.fc_dims)}
-        checkpoint["swaplab"] = {"config": self.run_config, "experts": {}, "lighting_net": config}
+        checkpoint["swaplab"] = {"config": self.run_config, "experts": {}, "lighting_net": config,
+                                 "stages": stage_record(type(self).__name__, ["lighting_net"], {"lighting_net": "net."})}
