@@ -118,7 +118,7 @@ class FaceShifterHEAR(SwapModule):
         return {
             "id": self.identity_loss(self.experts.identity(out.swap), out.extras["z_id"]),
             "chg": F.l1_loss(out.swap, out.extras["aei"]),
-            "rec": self.reconstruction_loss(out.swap, batch["target"], where=batch["same"]),
+            "rec": self.reconstruction_loss(out.swap, batch["target"], where=batch["same_image"]),
         }
 
     def occlude(self, batch: Batch) -> Batch:

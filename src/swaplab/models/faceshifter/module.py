@@ -2,7 +2,7 @@
 
 L = adv + 10 L_att + 5 L_id + 10 L_rec (weights from conf/model/faceshifter.yaml):
 L_att = 0.5 sum_k ||z_att^k(Y) - z_att^k(X_t)||^2, L_id = 1 - cos(z_id(Y), z_id(X_s)),
-L_rec = 0.5 ||Y - X_t||^2 on pairs with X_s = X_t (batch["same"]).
+L_rec = 0.5 ||Y - X_t||^2 on pairs with X_s = X_t (batch["same_image"]: the same image, not only the same person).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class FaceShifter(SwapModule):
             "adv": self.adversarial.generator(self.discriminator(out.swap)),
             "att": self.attribute_loss(out.extras["attribute_encoder"](out.swap), out.extras["z_att"]),
             "id": self.identity_loss(self.experts.identity(out.swap), out.extras["z_id"]),
-            "rec": self.reconstruction_loss(out.swap, batch["target"], where=batch["same"]),
+            "rec": self.reconstruction_loss(out.swap, batch["target"], where=batch["same_image"]),
         }
 
     def discriminator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:
