@@ -97,9 +97,14 @@ def test_multirun_survives_a_failed_trial_and_finishes_every_trials_wandb_run(tm
 
 
 def test_ddp_on_two_cpu_processes_shards_the_data_and_keeps_weights_equal(tmp_path):
-    run_cli("train.py", *TINY, "trainer=ddp_sim", "callbacks=[last_checkpoint,record_samples]", "logger=csv",
-            "trainer.max_steps=3", "trainer.val_check_interval=2", f"hydra.run.dir={tmp_path}",
-            "callbacks.last_checkpoint.every_n_train_steps=3")
+    proc = run_cli("train.py", *TINY, "trainer=ddp_sim", "callbacks=[last_checkpoint,record_samples]", "logger=csv",
+                   "trainer.max_steps=3", "trainer.val_check_interval=2", f"hydra.run.dir={tmp_path}",
+                   "callbacks.last_checkpoint.every_n_train_steps=3")
+    output = proc.stdout + proc.stderr  # both processes write to the same terminal: each line once
+    assert output.count("Instantiating callbacks <pytorch_lightning.callbacks.ModelCheckpoint>") == 1
+    assert output.count("Run directory:") == 1
+    assert "Initializing distributed: GLOBAL_RANK: 0" in output and "GLOBAL_RANK: 1" not in output  # Lightning's
+    assert "[rank: 1]" not in output  # Lightning's "[rank: 1] Seed set to 42"
     seen = [[json.loads(line) for line in (tmp_path / f"samples_rank{r}.jsonl").read_text().splitlines()]
             for r in range(2)]
     assert [len(s) for s in seen] == [3, 3]

@@ -25,15 +25,22 @@ def test_permutation_depends_on_epoch_and_seed_only():
     assert list(a) != first and sorted(a) == list(range(50))
 
 
-def test_resume_skips_exactly_the_consumed_samples():
+def test_sampler_keeps_its_place_and_resumes_exactly_after_the_consumed_samples():
     full = list(ResumableSampler(30, seed=7))
     sampler = ResumableSampler(30, seed=7)
-    sampler.resume(epoch=0, consumed=12)
-    assert list(sampler) == full[12:]
-    assert list(sampler) == full  # the skip applies to one pass only
-    sampler.resume(epoch=0, consumed=12)
-    sampler.set_epoch(1)  # a new epoch clears the skip
-    assert len(list(sampler)) == 30
+    sampler.set_epoch(0)
+    sampler.advance(8)  # training took two batches of 4
+    sampler.advance(4)
+    assert sampler.state_dict() == {"epoch": 0, "consumed": 12}
+    restored = ResumableSampler(30, seed=7)
+    restored.load_state_dict(sampler.state_dict())
+    assert list(restored) == full[12:]
+    restored.set_epoch(0)  # the same epoch keeps the place
+    assert list(restored) == full[12:]
+    restored.set_epoch(1)  # another epoch starts from its beginning
+    assert restored.state_dict() == {"epoch": 1, "consumed": 0} and len(list(restored)) == 30
+    restored.advance(100)
+    assert restored.consumed == 30 and list(restored) == []
 
 
 def small_dataset(**kwargs) -> SyntheticSwapDataset:
@@ -107,3 +114,21 @@ def test_workers_yield_the_same_batches():
         dm = SwapDataModule(train=data, batch_size=4, num_workers=workers, persistent_workers=False)
         loaders.append([b["index"] for _, b in zip(range(3), dm.train_dataloader(), strict=False)])
     assert all(torch.equal(a, b) for a, b in zip(*loaders, strict=True))
+
+
+def test_datamodule_checkpoints_the_batches_training_took_not_those_the_workers_prefetched():
+    data = small_dataset()
+    straight = [b["index"] for _, b in zip(range(5), SwapDataModule(train=data, batch_size=4).train_dataloader(),
+                                           strict=False)]
+    dm = SwapDataModule(train=data, batch_size=4, num_workers=2, prefetch_factor=2, persistent_workers=False)
+    dm.trainer = SimpleNamespace(global_rank=0, world_size=1, training=True)
+    batches = iter(dm.train_dataloader())
+    for _ in range(3):  # the training loop takes 3 batches; the 2 workers have drawn more by now
+        dm.on_before_batch_transfer(next(batches), 0)
+    dm.trainer.training = False  # validation batches do not move the training sampler
+    dm.on_before_batch_transfer(straight[0], 0)
+    state = dm.state_dict()
+    assert state == {"epoch": 0, "consumed": 12}
+    resumed = SwapDataModule(train=data, batch_size=4)
+    resumed.load_state_dict(state)
+    assert torch.equal(next(iter(resumed.train_dataloader()))["index"], straight[3])

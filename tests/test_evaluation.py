@@ -60,6 +60,19 @@ def test_swap_evaluation_callback_logs_and_is_monitored(tmp_path):
     assert list((tmp_path / "checkpoints").glob("step*.ckpt")), "no checkpoint selected by val/id_retrieval"
 
 
+def test_swap_evaluation_at_the_end_of_training_reaches_the_runs_metrics(tmp_path):
+    from swaplab.tasks.train import train
+
+    cfg = compose_config("train", tmp_path, [
+        *TINY, "logger=csv", "callbacks=[swap_evaluation]", "trainer.max_steps=1", "trainer.val_check_interval=100",
+        "callbacks.swap_evaluation.every_n_steps=100", "callbacks.swap_evaluation.num_samples=4",
+        "callbacks.swap_evaluation.batch_size=4", "callbacks.swap_evaluation.full_at_end=true",
+        "optimized_metric=test/id_retrieval"])
+    metrics, _ = train(cfg)  # evaluated in on_train_end only, where Lightning takes no `log` calls
+    assert 0.0 <= metrics["test/id_retrieval"] <= 1.0 and "val/id_retrieval" not in metrics
+    assert sorted(read_metrics(tmp_path / "csv" / "metrics.csv", "test/id_retrieval")) == [1]
+
+
 def test_example_table_rows():
     from swaplab.training.callbacks.swap_evaluation import example_table
 

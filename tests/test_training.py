@@ -62,6 +62,42 @@ def test_global_step_counts_generator_iterations(tmp_path):
     assert steps == [0, 1, 2]  # D trained every iteration without advancing the step
 
 
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_losses_are_logged_on_the_trainers_logging_steps_only(tmp_path, monkeypatch, accumulate):
+    """`self.log` runs only on the batches whose values Lightning writes (every log_every_n_steps batches, and
+    the last step), and what is written there is that batch's value (a value logged on another batch would be
+    written later under the wrong step)."""
+    from swaplab.models.base import SwapModule
+
+    batches, calls = [0], []  # batches trained; the batch count whenever the losses were logged
+    training_step, log_dict = SwapModule.training_step, SwapModule.log_dict
+
+    def step(self, *args, **kwargs):
+        batches[0] += 1
+        return training_step(self, *args, **kwargs)
+
+    def counted(self, metrics, *args, **kwargs):
+        if any(k.startswith("train/") for k in metrics):
+            calls.append(batches[0])
+        return log_dict(self, metrics, *args, **kwargs)
+
+    monkeypatch.setattr(SwapModule, "training_step", step)
+    monkeypatch.setattr(SwapModule, "log_dict", counted)
+    run = ["trainer.deterministic=true", "trainer.val_check_interval=1000", "callbacks=none", "logger=csv",
+           f"model.accumulate_grad_batches={accumulate}", f"trainer.max_steps={8 // accumulate}"]
+    train(compose_config("train", tmp_path / "every3", [*TINY, *run, "trainer.log_every_n_steps=3"]))
+    monkeypatch.undo()
+    train(compose_config("train", tmp_path / "every1", [*TINY, *run, "trainer.log_every_n_steps=1"]))
+
+    assert calls == [3, 6, 8]  # batches 3 and 6, and the last step
+    for key in ("train/g/total", "train/d/total"):
+        sparse = read_metrics(tmp_path / "every3" / "csv" / "metrics.csv", key)
+        dense = read_metrics(tmp_path / "every1" / "csv" / "metrics.csv", key)
+        assert sorted(dense) == list(range(8)) and sorted(sparse) == [2, 5]  # step: batches before this one
+        for step, value in sparse.items():
+            assert value == pytest.approx(dense[step], rel=1e-5, abs=1e-7), (key, step)
+
+
 RESUME = ["trainer.deterministic=true", "trainer.val_check_interval=1000", "callbacks=[last_checkpoint]",
           "callbacks.last_checkpoint.every_n_train_steps=3"]
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 import torch
+
+# Lightning logs a few messages on every process on purpose ("[rank: 1] Seed set to ...", "Initializing
+# distributed: GLOBAL_RANK: 1 ..."); `quiet_other_ranks` keeps them to rank 0.
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning")
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -46,3 +51,33 @@ def get_logger(name: str) -> logging.Logger:
     if not any(isinstance(f, _RankZeroFilter) for f in logger.filters):
         logger.addFilter(_RankZeroFilter())
     return logger
+
+
+class _OtherRanksQuiet(logging.Filter):
+    """A handler filter: drops records below WARNING from the `packages`' loggers (their children included) on
+    processes other than global rank 0. On handlers because a logger's own filters do not see the records
+    its children pass up."""
+
+    def __init__(self, packages: tuple[str, ...]) -> None:
+        super().__init__()
+        self.packages = packages
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING or global_rank() == 0:
+            return True
+        return not any(record.name == p or record.name.startswith(p + ".") for p in self.packages)
+
+
+def quiet_other_ranks(packages: tuple[str, ...] = LIGHTNING_LOGGERS) -> None:
+    """Third-party messages once per run under DDP: records below WARNING from `packages` (Lightning by
+    default) pass only on global rank 0, through every handler of the root logger and of those packages'
+    loggers (Lightning adds its own when it is imported before logging is configured); on other ranks their
+    Python warnings are ignored. Call it after logging is configured (Hydra: in the task) and again when the
+    handlers are replaced; repeated calls add nothing."""
+    loggers = [logging.getLogger(), *(logging.getLogger(p) for p in packages)]
+    for handler in {h for logger in loggers for h in logger.handlers}:
+        if not any(isinstance(f, _OtherRanksQuiet) and f.packages == packages for f in handler.filters):
+            handler.addFilter(_OtherRanksQuiet(packages))
+    if global_rank() != 0:
+        pattern = "|".join(p.replace(".", r"\.") for p in packages)
+        warnings.filterwarnings("ignore", module=rf"({pattern})(\.|$)")

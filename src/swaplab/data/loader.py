@@ -12,10 +12,13 @@ from torch.utils.data import Sampler
 class ResumableSampler(Sampler[int]):
     """A seeded permutation per epoch (same on every rank), dealt round-robin to the ranks.
 
-    `resume(epoch, consumed)` makes the next pass over `epoch` start after its first `consumed` samples
-    of this rank, so a run restored from a mid-epoch checkpoint sees exactly the batches it would have seen.
-    With `offset_by_epoch`, epoch e yields index + e * length: datasets that draw a pair from the key
-    (`FacePairs`) then pair each target with new sources every epoch.
+    The sampler owns its place in the epoch: `consumed`, the samples of this rank's share that training has
+    taken. `advance(n)` moves it on (called by the consumer as it takes a batch: the DataLoader and Lightning
+    draw batches ahead of their use, so counting what was drawn would skip unseen batches on resume), a pass
+    starts there, `set_epoch` to another epoch starts that epoch from its beginning, and `state_dict()` /
+    `load_state_dict()` save and restore (epoch, consumed): a run restored from a mid-epoch checkpoint sees
+    exactly the batches it would have seen. With `offset_by_epoch`, epoch e yields index + e * length:
+    datasets that draw a pair from the key (`FacePairs`) then pair each target with new sources every epoch.
     """
 
     def __init__(self, length: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
@@ -26,15 +29,22 @@ class ResumableSampler(Sampler[int]):
         self.rank, self.world_size = rank, world_size
         self.offset_by_epoch = offset_by_epoch
         self.epoch = 0
-        self._skip = 0
+        self.consumed = 0
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
-            self._skip = 0
+            self.consumed = 0
         self.epoch = epoch
 
-    def resume(self, epoch: int, consumed: int) -> None:
-        self.epoch, self._skip = epoch, consumed
+    def advance(self, samples: int) -> None:
+        """Training took the next `samples` samples of this rank's share of the epoch."""
+        self.consumed = min(self.consumed + samples, len(self))
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
 
     def __len__(self) -> int:
         return self.length // self.world_size
@@ -47,8 +57,7 @@ class ResumableSampler(Sampler[int]):
         mine = order[self.rank : len(self) * self.world_size : self.world_size]
         if self.offset_by_epoch:
             mine = mine + self.epoch * self.length
-        skip, self._skip = self._skip, 0
-        return iter(mine[skip:].tolist())
+        return iter(mine[self.consumed:].tolist())
 
 
 def fork_safe_opencv() -> None:

@@ -11,6 +11,12 @@ config, built once) on the protocol's pairs at its own resolution and crop templ
   source video);
 - `table.md`: the summary metrics as a markdown table (4 decimals);
 - `comparison.png`: one bar chart per headline metric, one bar per checkpoint.
+
+The protocol's `references` (e.g. `[copy_target, copy_source, true_swap]`, swaplab.metrics.references) add rows
+`reference/<name>` to every file: stand-in models whose swap is read from the batch, scored by the same metrics
+and loop, once per data setup (resolution, template) of the checkpoints, or alone with `ckpt=[]` at the
+protocol's `reference_resolution` (the metric experts then come from `experts=...`). A reference needing data
+the protocol lacks (`true_swap` without true swaps) fails before anything is scored.
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ from swaplab.data.datamodule import collate_swaps
 from swaplab.errors import plain_user_errors
 from swaplab.experts.registry import sha256_of
 from swaplab.metrics import SwapMetrics, build_metrics
+from swaplab.metrics.references import build_references, check_reference_data
 from swaplab.metrics.reports import comparison_plot, markdown_table, write_csv
 from swaplab.metrics.runner import evaluate_swaps
-from swaplab.models.loading import build_experts, load_swap_model
+from swaplab.models.loading import build_missing_experts, load_swap_model
 from swaplab.runtime import get_logger, resolve_device
 from swaplab.tasks.instantiate import instantiate_map
+from swaplab.tasks.lifecycle import close_at_task_end, task_wrapper
 
 log = get_logger(__name__)
 
@@ -66,8 +74,8 @@ def metric_experts(cfg: DictConfig, run_cfg: DictConfig, metrics: SwapMetrics) -
     """The experts the metrics use, built once: `cfg.experts`, else the checkpoint's experts config. Roles the
     config lacks are left to the metric (FID loads its own Inception) or to its error message."""
     experts_cfg = cfg.experts if cfg.get("experts") is not None else run_cfg.experts
-    roles = [r for r in metrics.roles() if r in experts_cfg]
-    return build_experts(experts_cfg, roles)
+    return build_missing_experts(None, metrics.roles(), experts_cfg, run_cfg.data.get("template"),
+                                 only_configured=True)
 
 
 def checkpoint_name(path: Path, model: str, taken: set[str]) -> str:
@@ -80,20 +88,74 @@ def checkpoint_name(path: Path, model: str, taken: set[str]) -> str:
     return name
 
 
+def checkpoint_paths(cfg: DictConfig) -> list[Path]:
+    """`cfg.ckpt` (one path, a list, or [] / null for reference rows alone), without repeats."""
+    raw = cfg.ckpt
+    paths = [] if raw is None else list(raw) if isinstance(raw, ListConfig) else [raw]
+    return [Path(p) for p in dict.fromkeys(str(p) for p in paths)]
+
+
+def reference_run_config(cfg: DictConfig, protocol: DictConfig) -> DictConfig:
+    """The data setup of reference rows scored without a checkpoint: `reference_resolution`, canonical crops."""
+    if cfg.get("experts") is None:
+        raise ValueError("scoring reference rows alone (no ckpt) needs the metric experts: "
+                         "experts=pretrained | offline | random")
+    if not protocol.get("reference_resolution"):
+        raise ValueError("scoring reference rows alone (no ckpt) needs evaluation.reference_resolution")
+    return OmegaConf.create({"data": {"resolution": int(protocol.reference_resolution), "template": None}})
+
+
+def data_setup(run_cfg: DictConfig) -> tuple[int, str | None]:
+    return int(run_cfg.data.resolution), run_cfg.data.get("template")
+
+
+def score(model: torch.nn.Module, dataset: Dataset, protocol: DictConfig, metrics: SwapMetrics,
+          device: torch.device) -> tuple[dict[str, torch.Tensor], float]:
+    """Run `model` (a checkpoint or a reference) over the protocol's pairs: the examples' ids and the seconds."""
+    metrics.reset()
+    loader = DataLoader(dataset, batch_size=int(protocol.batch_size), shuffle=False, collate_fn=collate_swaps,
+                        num_workers=int(protocol.get("num_workers", 0)), pin_memory=device.type == "cuda")
+    start = time.perf_counter()
+    examples = evaluate_swaps(model, loader, metrics, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return examples, time.perf_counter() - start
+
+
+def scored_row(name: str, examples: dict[str, torch.Tensor], seconds: float, metrics: SwapMetrics,
+               rows: list[dict[str, Any]], **info: Any) -> dict[str, Any]:
+    """The summary entry of one scored row (checkpoint or reference); its per-example rows go to `rows`."""
+    count = len(next(iter(examples.values()))) if examples else 0
+    result = {"name": name, **info, "num_examples": count, "seconds": round(seconds, 3),
+              "swaps_per_second": round(count / max(seconds, 1e-9), 2), "metrics": metrics.compute(),
+              "details": metrics.details()}
+    per_example = metrics.per_example()
+    columns = {**{k: v.tolist() for k, v in examples.items()}, **{k: v.tolist() for k, v in per_example.items()}}
+    rows += [{"checkpoint": name, **{k: v[i] for k, v in columns.items()}} for i in range(count)]
+    log.info("%s: %s", name, result["metrics"])
+    return result
+
+
+@task_wrapper
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate every checkpoint of `cfg.ckpt` under `cfg.evaluation`; returns the summary written to JSON."""
+    """Evaluate every checkpoint of `cfg.ckpt` under `cfg.evaluation`; returns the summary written to JSON.
+    Its loggers are closed when it returns or raises (swaplab.tasks.lifecycle)."""
     protocol = cfg.get("evaluation")
     if not protocol or not protocol.get("metrics"):
         raise ValueError("eval.py needs an evaluation protocol with metrics: evaluation=ffpp | synthetic")
-    paths = list(cfg.ckpt) if isinstance(cfg.ckpt, ListConfig) else [cfg.ckpt]
-    paths = [Path(p) for p in dict.fromkeys(str(p) for p in paths)]
+    paths = checkpoint_paths(cfg)
+    references = build_references(protocol.get("references"))
+    if not paths and not references:
+        raise ValueError("eval.py needs ckpt=<path or [a.ckpt,b.ckpt]> (ckpt=[] only with evaluation.references)")
     device = resolve_device(str(cfg.get("device", "auto")))
     metrics: SwapMetrics | None = None
     experts = None
     results, rows, taken = [], [], set()
-    for path in paths:
-        model, run_cfg = load_swap_model(path, cfg.get("experts"))
-        model.to(device)
+    setups: dict[tuple[int, str | None], DictConfig] = {}  # data setups scored, each with a run config
+
+    def prepare(run_cfg: DictConfig) -> Dataset:
+        """Metrics and experts (built once), the experts' input template and the protocol's pairs for a run."""
+        nonlocal metrics, experts
         if metrics is None:
             metrics = build_metrics(protocol.metrics)
             experts = metric_experts(cfg, run_cfg, metrics)
@@ -101,28 +163,31 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             experts.to(device)
             metrics.to(device)
         experts.set_input_template(run_cfg.data.get("template"))
-        metrics.reset()
         dataset = protocol_dataset(protocol, run_cfg)
-        loader = DataLoader(dataset, batch_size=int(protocol.batch_size), shuffle=False, collate_fn=collate_swaps,
-                            num_workers=int(protocol.get("num_workers", 0)), pin_memory=device.type == "cuda")
-        start = time.perf_counter()
-        examples = evaluate_swaps(model, loader, metrics, device)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
+        if references and data_setup(run_cfg) not in setups and len(dataset):  # before anything is scored
+            check_reference_data(references, dataset[0])
+        setups.setdefault(data_setup(run_cfg), run_cfg)
+        return dataset
+
+    for path in paths:
+        model, run_cfg = load_swap_model(path, cfg.get("experts"))
+        model.to(device)
+        dataset = prepare(run_cfg)
+        examples, seconds = score(model, dataset, protocol, metrics, device)
         model_name = run_cfg.model._target_.rsplit(".", 1)[-1]
-        name = checkpoint_name(path, model_name, taken)
-        count = len(next(iter(examples.values()))) if examples else 0
-        results.append({"name": name, "path": str(path), "sha256": sha256_of(path), "model": model_name,
-                        "resolution": int(run_cfg.data.resolution), "num_examples": count,
-                        "seconds": round(seconds, 3), "swaps_per_second": round(count / max(seconds, 1e-9), 2),
-                        "metrics": metrics.compute(), "details": metrics.details(),
-                        "model_experts": model.experts.describe()})
-        per_example = metrics.per_example()
-        columns = {**{k: v.tolist() for k, v in examples.items()}, **{k: v.tolist() for k, v in per_example.items()}}
-        rows += [{"checkpoint": name, **{k: v[i] for k, v in columns.items()}} for i in range(count)]
-        log.info("%s (%s): %s", name, path, results[-1]["metrics"])
+        results.append(scored_row(checkpoint_name(path, model_name, taken), examples, seconds, metrics, rows,
+                                  path=str(path), sha256=sha256_of(path), model=model_name,
+                                  resolution=int(run_cfg.data.resolution), model_experts=model.experts.describe()))
         del model
+    if references and not setups:  # references alone
+        prepare(reference_run_config(cfg, protocol))
+    for (resolution, template), run_cfg in list(setups.items()) if references else []:
+        dataset = prepare(run_cfg)
+        for row, reference in references.items():
+            name = row if len(setups) == 1 else f"{row}@{resolution}px/{template or 'canonical'}"
+            examples, seconds = score(reference, dataset, protocol, metrics, device)
+            results.append(scored_row(name, examples, seconds, metrics, rows, path=None, sha256=None,
+                                      model="reference", resolution=resolution, model_experts={}))
     summary = {"protocol": OmegaConf.to_container(protocol, resolve=True), "metric_experts": metrics.describe(),
                "checkpoints": results, "files": FILES}
     write_results(Path(cfg.results_dir), summary, rows, metrics)
@@ -160,7 +225,7 @@ def log_to_loggers(cfg: DictConfig, summary: dict[str, Any], out: Path) -> None:
         with open_dict(logger_cfg):  # the train-time name and group interpolate the model choice
             logger_cfg.wandb.name = f"eval-{summary['protocol'].get('name', '')}"
             logger_cfg.wandb.group = "eval"
-    for logger in instantiate_map(logger_cfg, "logger"):
+    for logger in close_at_task_end(instantiate_map(logger_cfg, "logger")):  # closed as evaluate() ends
         for step, result in enumerate(summary["checkpoints"]):
             logger.log_metrics({f"eval/{k}": v for k, v in result["metrics"].items()}, step=step)
         if hasattr(logger, "log_table"):
@@ -169,4 +234,3 @@ def log_to_loggers(cfg: DictConfig, summary: dict[str, Any], out: Path) -> None:
             logger.log_table(key="eval/results", columns=columns, data=data)
         if hasattr(logger, "log_image"):
             logger.log_image(key="eval/comparison", images=[np.asarray(Image.open(out / FILES["plot"]).convert("RGB"))])
-        logger.finalize("success")

@@ -132,7 +132,7 @@ def swap_aligned_crops(cfg: DictConfig, device: torch.device) -> dict:
     for start in range(0, len(target_paths), cfg.batch_size):
         batch = targets[start : start + cfg.batch_size].to(device)
         src = source.to(device).expand(len(batch), -1, -1, -1)
-        swaps = (model(src, batch) if cfg.use_ema else model.generate(src, batch, model.generator)).swap
+        swaps = model(src, batch, use_ema=cfg.use_ema).swap
         for path, image in zip(target_paths[start : start + cfg.batch_size], to_uint8(swaps).cpu().numpy(),
                                strict=True):
             results[str(path)] = {"output": str(out_dir / f"{path.stem}_swap.png")}

@@ -13,13 +13,25 @@ not once per micro-batch.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from pytorch_lightning.overrides.distributed import _sync_module_states
 from pytorch_lightning.strategies import DDPStrategy
+from torch import nn
+
+
+@torch.no_grad()
+def broadcast_from_rank_zero(module: nn.Module, group: dist.ProcessGroup | None = None) -> None:
+    """Every process takes rank 0's parameters and buffers of `module`, in place (one broadcast per tensor: this
+    runs once, at start-up). Without an initialized process group (or with one process) nothing happens."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
+        return
+    source = dist.get_global_rank(group, 0) if group is not None else 0
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        dist.broadcast(tensor.detach(), src=source, group=group)
 
 
 class GradientAverager:
@@ -116,7 +128,7 @@ class GANDDPStrategy(DDPStrategy):
         self._averagers: dict[int, GradientAverager] = {}
 
     def configure_ddp(self) -> None:
-        _sync_module_states(self.model)  # every rank starts from rank 0's weights and buffers
+        broadcast_from_rank_zero(self.model)  # every rank starts from rank 0's weights and buffers
 
     def setup_optimizers(self, trainer: Any) -> None:
         super().setup_optimizers(trainer)

@@ -14,7 +14,7 @@ from swaplab.data.datamodule import collate_swaps
 from swaplab.imaging import to_uint8
 from swaplab.metrics import SwapMetrics, build_metrics, expert_lookup
 from swaplab.metrics.runner import evaluate_swaps
-from swaplab.models.loading import build_experts
+from swaplab.models.loading import build_missing_experts
 from swaplab.runtime import get_logger
 
 log = get_logger(__name__)
@@ -33,10 +33,13 @@ def example_table(images: Mapping[str, torch.Tensor], scores: Mapping[str, torch
 
 class SwapEvaluation(pl.Callback):
     """Every `every_n_steps` generator iterations: swaps the first `num_samples` validation pairs (each process
-    its share), updates the metrics (synced across processes), logs `<prefix>/<metric>` to every logger and
-    to `trainer.callback_metrics` (so ModelCheckpoint / sweepers can monitor e.g. `val/id_retrieval`), and a
-    W&B table of `table_rows` example swaps with their per-example scores. With `full_at_end`, the whole
-    validation set is evaluated when training ends and logged as `test/<metric>`.
+    its share), updates the metrics (synced across processes), logs `<prefix>/<metric>` to every logger (at
+    the generator step) and through `pl_module.log` to `trainer.callback_metrics` (so ModelCheckpoint can
+    monitor e.g. `val/id_retrieval`), and a W&B table of `table_rows` example swaps with their per-example
+    scores. When training ends, the last step is evaluated unless it just was; with `full_at_end`, the whole
+    validation set instead, logged as `test/<metric>`. Lightning takes no `log` calls then, so `results`
+    (every value this callback computed, the latest per key) is where the run's final metrics read them
+    (swaplab.tasks.train.run_metrics, the value a sweeper optimizes).
 
     The metrics' expert roles are taken from the model's experts; roles the model does not use are built
     once from the run's experts config (`model.run_config`), or list them in `experts_extra`."""
@@ -51,26 +54,18 @@ class SwapEvaluation(pl.Callback):
         self.every_n_steps, self.num_samples, self.batch_size = every_n_steps, num_samples, batch_size
         self.table_rows, self.full_at_end, self.prefix = table_rows, full_at_end, prefix
         self.metrics: SwapMetrics | None = None
+        self.results: dict[str, float] = {}
         self._last_step = -1
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.metrics is not None:
             return
-        experts = pl_module.experts
-        missing = [r for r in build_metrics(self.specs).roles() if r not in experts]
-        containers = [experts]
-        if missing:
-            from omegaconf import OmegaConf
-
-            run_experts = getattr(pl_module, "run_config", {}).get("experts")
-            if not run_experts:
-                raise ValueError(f"SwapEvaluation needs experts {missing} that the model does not have and the "
-                                 "model has no run config to build them from: add them to experts_extra")
-            extra = build_experts(OmegaConf.create(run_experts), missing)
-            extra.set_input_template(getattr(pl_module, "run_config", {}).get("data", {}).get("template"))
-            self.__dict__["_extra_experts"] = extra  # not a checkpointed module
-            containers.append(extra)
-        self.metrics = build_metrics(self.specs, expert_lookup(*containers))
+        run_config = getattr(pl_module, "run_config", {})
+        extra = build_missing_experts(pl_module.experts, build_metrics(self.specs).roles(), run_config.get("experts"),
+                                      run_config.get("data", {}).get("template"),
+                                      hint=" (SwapEvaluation: the model has no run config; add them to experts_extra)")
+        self.__dict__["_extra_experts"] = extra  # not a checkpointed module
+        self.metrics = build_metrics(self.specs, expert_lookup(pl_module.experts, extra))
 
     def _batches(self, dataset: Any, indices: Sequence[int]) -> Iterator[dict[str, torch.Tensor]]:
         batched = getattr(dataset, "__getitems__", None)
@@ -93,7 +88,7 @@ class SwapEvaluation(pl.Callback):
         evaluate_swaps(pl_module, self._batches(dataset, indices), self.metrics, device)
         values = self.metrics.compute()  # collective under DDP: every process calls it
         logged = {f"{prefix}/{k}": v for k, v in values.items()}
-        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in logged.items()})
+        self.results.update(logged)
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(logged, step=trainer.global_step)
@@ -123,7 +118,9 @@ class SwapEvaluation(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % self.every_n_steps == 0 and trainer.global_step != self._last_step:
-            self.evaluate(trainer, pl_module, self.num_samples, self.prefix)
+            logged = self.evaluate(trainer, pl_module, self.num_samples, self.prefix)
+            # callback metrics only: evaluate() wrote the loggers at the generator step (synced values)
+            pl_module.log_dict(logged, on_step=True, on_epoch=False, logger=False)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.full_at_end:
