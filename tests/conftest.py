@@ -7,7 +7,11 @@ import torch
 
 from swaplab.tasks.compose import clear_hydra_state
 
-sys.path.insert(0, str(Path(__file__).parent))
+TESTS = Path(__file__).parent
+# helpers.py, and the test modules whose tiny configs and fixtures other test files reuse, import by name from any
+# folder (tests/unit/<package>, tests/integration, tests/cli)
+for folder in sorted({TESTS, *(p.parent for p in TESTS.rglob("test_*.py"))}, reverse=True):
+    sys.path.insert(0, str(folder))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 

@@ -29,6 +29,7 @@ TINY = [
     "model.discriminator.base_channels=8",
     "model.discriminator.max_channels=32",
     "model.discriminator.num_layers=2",
+    "experts=random",  # tiny random networks: the identity net below is shrunk
     "experts.identity.widths=[8,16,32,32]",
     "experts.identity.input_size=32",
     "trainer.limit_val_batches=1",

@@ -16,7 +16,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 # 32x32 faces and networks of a few thousand weights: the --tiny mode of every benchmark (tests)
 TINY = ["data.resolution=32", "model.generator.base_channels=8", "model.generator.max_channels=32",
         "model.discriminator.base_channels=8", "model.discriminator.max_channels=32",
-        "model.discriminator.num_layers=2", "experts.identity.widths=[8,16,32,32]", "experts.identity.input_size=32"]
+        "model.discriminator.num_layers=2", "experts=random", "experts.identity.widths=[8,16,32,32]", "experts.identity.input_size=32"]
 _FSGAN_NETS = [f"model.generator.{net}.{key}={value}" for net in ("reenactment", "inpainting", "blending")
                for key, value in (("base_channels", 4), ("max_channels", 16), ("flat_blocks", "[1,0,1,1]"))]
 # the same for each method (train_step.py --tiny --model M)

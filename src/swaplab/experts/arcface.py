@@ -51,6 +51,25 @@ for _key, (_file, _depth) in IRESNET_FILES.items():
     ))
 
 
+# Face recognizers trained by swaplab on procedural people (experiment=identity_synthetic[_eval]), shipped inside the
+# package: the identity networks of experts=synthetic. key -> (file, widths, sha256 of the shipped file)
+SYNTHETIC_IDENTITY_FILES = {
+    "synthetic_identity_r18a": ("synthetic_identity_r18a.pt", (16, 32, 64, 128), "identity_synthetic",
+                                "d318b11879cebdda40707301c10f8aa1be256e0c086e7a6a3623a1a46fcb3ee2"),
+    "synthetic_identity_r18b": ("synthetic_identity_r18b.pt", (12, 24, 48, 96), "identity_synthetic_eval",
+                                "a72fd6bc183cb56e80662a32597a4fcbe4978dcf9ede5bf00ebbb69be842c060"),
+}
+for _key, (_file, _widths, _experiment, _sha) in SYNTHETIC_IDENTITY_FILES.items():
+    register_weights(WeightEntry(
+        key=_key, filename=_file, sha256=_sha, package=("swaplab", f"experts/weights/{_file}"),
+        source=f"shipped with swaplab (src/swaplab/experts/weights/{_file}); reproduce with `python train.py "
+               f"experiment={_experiment}` and `python -m swaplab.models.identity.export <run dir>/checkpoints/"
+               f"last.ckpt {_file}`",
+        format=f"torch state_dict of IResNet-18 (widths {list(_widths)}, 48x48 input, 128-D), trained on procedural "
+               "faces only (swaplab.data.identities); licence: as swaplab",
+    ))
+
+
 class IdentityEncoder(FrozenExpert):
     """Unit-norm identity embeddings (B x D) of aligned faces, whatever the recognition network.
 

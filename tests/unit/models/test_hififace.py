@@ -26,6 +26,7 @@ TINY_HIFIFACE = [
     "model.generator.max_channels=32",
     "model.discriminator.base_channels=8",
     "model.discriminator.max_channels=32",
+    "experts=random",
     "experts.identity.widths=[8,16,32,32]",
     "experts.identity.input_size=32",
     "experts.face3d.input_size=32",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "swaplab"
 
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")  # import-linter's command, in the test environment
