@@ -114,7 +114,7 @@ class BFM(nn.Module):
     @classmethod
     def from_mat(cls, path: str | Path, **camera: float) -> BFM:
         """Load `BFM_model_front.mat` (arrays only; scipy never executes code from a .mat)."""
-        from scipy.io import loadmat
+        from scipy.io import loadmat  # scipy: only to read the official BFM .mat file
 
         m = loadmat(str(path))
         missing = [k for k in ("meanshape", "idBase", "exBase", "keypoints") if k not in m]

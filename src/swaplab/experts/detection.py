@@ -103,7 +103,7 @@ class MTCNNNets(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet  # facenet-pytorch: only when MTCNN is built
 
         self.pnet, self.rnet, self.onet = PNet(pretrained=False), RNet(pretrained=False), ONet(pretrained=False)
 
@@ -177,7 +177,7 @@ class DlibDetector(DetectorCounts, ExternalModel):
 
     @staticmethod
     def _load(path: str | None) -> Any:
-        import dlib
+        import dlib  # dlib (C++ extension, slow to import): only when a dlib model is built or run
 
         return dlib.cnn_face_detection_model_v1(path) if path else dlib.get_frontal_face_detector()
 

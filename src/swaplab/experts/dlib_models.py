@@ -41,7 +41,7 @@ CHIP_SIZE, CHIP_PADDING = 150, 0.25  # the chips the descriptor net was trained 
 
 def to_full_object_detections(shapes: Any) -> Any:
     """N x K x 2 landmark arrays (or dlib full_object_detection objects) -> dlib.full_object_detections."""
-    import dlib
+    import dlib  # dlib (C++ extension, slow to import): only when a dlib model is built or run
 
     out = dlib.full_object_detections()
     for s in shapes:
@@ -75,12 +75,12 @@ class DlibLandmarks(DlibModel):
 
     @staticmethod
     def _load(path: str) -> Any:
-        import dlib
+        import dlib  # dlib (C++ extension, slow to import): only when a dlib model is built or run
 
         return dlib.shape_predictor(path)
 
     def shapes(self, image: np.ndarray, boxes: np.ndarray) -> list[Any]:
-        import dlib
+        import dlib  # dlib (C++ extension, slow to import): only when a dlib model is built or run
 
         rects = [dlib.rectangle(*(int(v) for v in np.rint(b[:4]) - [0, 0, 1, 1])) for b in np.asarray(boxes)]
         return [self.model(image, r) for r in rects]
@@ -141,7 +141,7 @@ class DlibFaceDescriptor(DlibModel):
 
     @staticmethod
     def _load(path: str) -> Any:
-        import dlib
+        import dlib  # dlib (C++ extension, slow to import): only when a dlib model is built or run
 
         return dlib.face_recognition_model_v1(path)
 
@@ -188,7 +188,7 @@ class DlibFaceDescriptor(DlibModel):
 
     def chips_from_image(self, image: np.ndarray, shapes: Any) -> np.ndarray:
         """dlib's own 150 x 150 chips (N x 150 x 150 x 3 uint8) for the faces given by `shapes`."""
-        import dlib
+        import dlib  # dlib (C++ extension, slow to import): only when a dlib model is built or run
 
         chips = dlib.get_face_chips(image, to_full_object_detections(shapes), CHIP_SIZE, CHIP_PADDING)
         return np.asarray(chips, np.uint8).reshape(-1, CHIP_SIZE, CHIP_SIZE, 3)

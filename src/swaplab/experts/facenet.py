@@ -45,7 +45,7 @@ for _key, (_file, _data, _classes) in FACENET_FILES.items():
 
 def inception_resnet_v1() -> nn.Module:
     """The package's InceptionResnetV1 as a bare embedding network (no download, no classifier head)."""
-    from facenet_pytorch import InceptionResnetV1
+    from facenet_pytorch import InceptionResnetV1  # facenet-pytorch: only when FaceNet is built
 
     net = InceptionResnetV1(pretrained=None, classify=False)
     net.input_size = 160

@@ -267,7 +267,7 @@ class LPIPS(FrozenExpert):
         """`"pretrained"`: heads from the lpips package (or `lin_path`), backbone from the torchvision file
         (`path`, else `<weights_dir>/<file name>`); when that file is absent the backbone stays random, which
         is logged and written into `weights` (unless `require_backbone`: then it is an error)."""
-        import lpips
+        import lpips  # lpips: only when the LPIPS expert is built
 
         if net not in LPIPS_BACKBONES:
             raise ValueError(f"LPIPS net must be one of {sorted(LPIPS_BACKBONES)}, got {net!r}")

@@ -109,7 +109,7 @@ def load_tensors(path: str | Path, expected_sha256: str | None = None, subkey: s
     if expected_sha256 and sha256_of(path) != expected_sha256:
         raise ValueError(f"{path}: sha256 does not match the registry entry (corrupt or different file)")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # safetensors: only for .safetensors files
 
         return load_file(str(path))
     state = safe_torch_load(path)

@@ -184,7 +184,7 @@ def convert_crops(crops: torch.Tensor, source: str | Template, target: str | Tem
                   mode: str = "bilinear") -> torch.Tensor:
     """Re-crop B x C x H x W crops made with `source` (at H = W) into `target` crops at the target's size, in
     one batched warp on the crops' device. `source` / `target` may be Templates at any size."""
-    import kornia
+    import kornia  # kornia (slow to import): only for batched warps of tensors
 
     if crops.shape[-1] != crops.shape[-2]:
         raise ValueError(f"crops must be square, got {tuple(crops.shape[-2:])}")

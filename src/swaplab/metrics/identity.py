@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import hydra
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, default_collate
 
+from swaplab.errors import plain_user_errors
 from swaplab.metrics.registry import SwapMetric, SwapRecord, cat_state, register_metric
 
 
@@ -75,10 +77,6 @@ class IDRetrieval(SwapMetric):
     def _embed_gallery(self, resolution: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         dataset = self.gallery_config
         if not isinstance(dataset, Dataset):
-            import hydra
-
-            from swaplab.errors import plain_user_errors
-
             extra = {} if dataset.get("resolution") is not None else {"resolution": resolution}
             with plain_user_errors():
                 dataset = hydra.utils.instantiate(dataset, **extra, _convert_="all")

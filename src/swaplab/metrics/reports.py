@@ -46,7 +46,7 @@ def markdown_table(results: Sequence[Mapping[str, Any]], columns: Sequence[str],
 def comparison_plot(path: Path, results: Sequence[Mapping[str, Any]], columns: Sequence[str],
                     directions: Mapping[str, bool | None], title: str = "") -> None:
     """One bar chart per metric, one bar per checkpoint (matplotlib, Agg backend), saved as PNG."""
-    import matplotlib
+    import matplotlib  # matplotlib (slow to import): only for the comparison plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -189,7 +189,7 @@ class Preprocessor:
 
     def progress_bar(self, total: int) -> Any:
         try:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # optional: a progress bar only where tqdm is installed
         except ImportError:
             return None
         return tqdm(total=total, unit="file", desc="preprocess", disable=None if self.progress else True)

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import ParamSpec, TypeVar
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from pytorch_lightning.loggers import Logger
 
 from swaplab.runtime import get_logger
@@ -39,9 +41,6 @@ def close_at_task_end(loggers: Iterable[Logger]) -> list[Logger]:
 
 
 def _in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 

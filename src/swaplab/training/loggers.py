@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
 from swaplab.runtime import get_logger
@@ -39,7 +40,7 @@ class WandbRunLogger(WandbLogger):
     def experiment(self) -> Any:
         experiment = super().experiment
         if not self.run_started:
-            import wandb
+            import wandb  # wandb: only when a W&B run is finished
 
             self.run_started = isinstance(experiment, wandb.Run)  # other ranks get a stand-in
         return experiment
@@ -100,8 +101,6 @@ def log_images(loggers: list[Logger], key: str, images: list[np.ndarray], step: 
             for i, image in enumerate(images):
                 logger.experiment.add_image(f"{key}/{i}", image, global_step=step, dataformats="HWC")
         elif isinstance(logger, CSVLogger):
-            from PIL import Image
-
             folder = Path(logger.log_dir) / "images" / key.replace("/", "_")
             folder.mkdir(parents=True, exist_ok=True)
             for i, image in enumerate(images):

@@ -101,7 +101,7 @@ class SwapEvaluation(pl.Callback):
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if not wandb_loggers or not self.table_rows:
             return
-        import wandb
+        import wandb  # wandb: only when a W&B logger is attached
 
         batch = next(self._batches(dataset, indices[: self.table_rows]))
         source, target = batch["source"].to(pl_module.device), batch["target"].to(pl_module.device)
