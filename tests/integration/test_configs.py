@@ -58,6 +58,11 @@ LIGHTING = {("model", "lighting_net"), ("data", "yaleb"), ("experiment", "lighti
             ("experiment", "lighting_net_paper")}  # the lighting network, not a swap model
 LIGHTING_TINY = [o for o in TINY if not o.startswith("model.")] + ["model.net.widths=[4,8]", "model.net.fc_dims=[16,8]"]
 YALE = {("data", "yaleb"), ("experiment", "lighting_net_paper")}  # Extended Yale B pairs (files on disk)
+IDENTITY = {("model", "identity_net"), ("data", "synthetic_people"), ("experiment", "identity_synthetic"),
+            ("experiment", "identity_synthetic_eval")}  # the synthetic identity networks, not a swap model
+IDENTITY_TINY = ["experiment=identity_synthetic", "experts=random", "data.resolution=32", "data.batch_size=4", "data.val_batch_size=4",
+                 "data.num_workers=0", "data.train.num_identities=6", "data.val.num_pairs=8", "model.net.widths=[4,8,8,8]",
+                 "model.net.input_size=24", "model.net.embedding_size=16", "trainer.max_steps=2"]
 
 
 @pytest.mark.parametrize(("group", "option"), sorted(LIGHTING), ids=[f"{g}={o}" for g, o in sorted(LIGHTING)])
@@ -110,12 +115,12 @@ def test_hififace_options_compose_and_instantiate(group, option, tmp_path):
 
 
 # real-face datasets read files: test_datasets.py writes tiny trees and trains a step on each of them
-REAL_DATA = {("data", p.stem) for p in (CONF / "data").glob("*.yaml")} - {("data", "synthetic")} - LIGHTING
+REAL_DATA = {("data", p.stem) for p in (CONF / "data").glob("*.yaml")} - {("data", "synthetic")} - LIGHTING - IDENTITY
 # each of these methods composes, instantiates and trains its own options in its own test file
 OWN_TESTS = {(g, o) for g, o in OPTIONS if g in ("model", "experiment")
              and o.startswith(("fsgan", "fast_faceswap", "faceshifter_hear"))}
 OWN_TESTS |= {(g, o) for g, o in OPTIONS if g == "evaluation" and o != "none"}  # test_evaluation.py
-GENERIC = [o for o in OPTIONS if o not in LIGHTING | HIFIFACE | REAL_DATA | OWN_TESTS]
+GENERIC = [o for o in OPTIONS if o not in LIGHTING | IDENTITY | HIFIFACE | REAL_DATA | OWN_TESTS]
 
 
 @pytest.mark.parametrize(("group", "option"), GENERIC, ids=[f"{g}={o}" for g, o in GENERIC])
@@ -147,6 +152,21 @@ def test_other_entry_configs_compose(name, tmp_path):
 
 # The papers' loss weights, as each conf/model/<model>.yaml states them (with their source); an experiment that
 # departs from them is listed in EXPERIMENT_WEIGHTS (its file says why).
+@pytest.mark.parametrize(("group", "option"), sorted(IDENTITY), ids=[f"{g}={o}" for g, o in sorted(IDENTITY)])
+def test_identity_network_options_compose_train_and_verify(group, option, tmp_path):
+    cfg = compose_config("train", tmp_path, [*IDENTITY_TINY, f"{group}={option}"])
+    objects = instantiate_everything(cfg)
+    model, datamodule = objects["model"], objects["datamodule"]
+    assert model.head.centres.shape == (6, 16) and dict(cfg.model.loss_weights) == {"arcface": 1.0}
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["label"].max() < 6 and batch["image"].shape == (4, 3, 32, 32)
+    model.training_step(batch, 0).backward()
+    assert model.net.conv1.weight.grad.abs().sum() > 0
+    pairs = next(iter(datamodule.val_dataloader()))
+    model.validation_step(pairs, 0)
+    assert model.val_scores.compute().shape == (4,)
+
+
 PAPER_WEIGHTS = {
     "faceshifter": {"adv": 1.0, "att": 10.0, "id": 5.0, "rec": 10.0},
     "faceshifter_hear": {"id": 1.0, "chg": 1.0, "rec": 10.0},
@@ -156,6 +176,7 @@ PAPER_WEIGHTS = {
               "reenact_seg": 0.1},
     "hififace": {"adv": 1.0, "shape": 0.5, "id": 5.0, "rec": 20.0, "cyc": 1.0, "lpips": 5.0, "seg": 100.0, "gp": 1.0},
     "lighting_net": {"contrastive": 1.0},
+    "identity_net": {"arcface": 1.0},
 }
 EXPERIMENT_WEIGHTS = {"fast_faceswap_synthetic": {"light": 1.0}}  # swaplab's lighting features: beta 1e-22 drops it
 EXPERIMENTS = [o for g, o in OPTIONS if g == "experiment"]
@@ -216,7 +237,7 @@ def test_shared_keys_live_in_the_bases():
         assert set(shared) - {"_target_"} <= set(inspect.signature(cls.__init__).parameters), base
         for path in sorted((CONF / group).glob("*.yaml")):
             own = OmegaConf.to_container(OmegaConf.load(path))
-            if path.stem == "lighting_net":  # LightingNetModule, not a SwapModule
+            if path.stem in ("lighting_net", "identity_net"):  # LightingNetModule / IdentityNetModule
                 assert "defaults" not in own
                 continue
             assert f"{base}@_here_" in own["defaults"], path

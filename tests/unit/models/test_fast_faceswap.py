@@ -300,8 +300,8 @@ def write_faces(root: Path, count: int, identity: int = 0) -> None:
 
 
 CONFIGS = {
-    "model": ["model=fast_faceswap"],  # the default data=synthetic and experts=random
-    "synthetic": ["experiment=fast_faceswap_synthetic", "data.val.num_identities=4"],
+    "model": ["model=fast_faceswap", "experts=random"],  # the default data=synthetic
+    "synthetic": ["experiment=fast_faceswap_synthetic", "experts=random", "data.val.num_identities=4"],
     "paper": ["experiment=fast_faceswap_paper", "experts=random", "data.num_workers=0",
               "data.train.val_identities=2", "model.n_best=2"],
 }
