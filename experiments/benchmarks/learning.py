@@ -66,10 +66,11 @@ def protocol(identities: int):
 def scorer(evaluation, *experts):
     dataset = hydra.utils.instantiate(evaluation.dataset)
     batch = dataset.__getitems__(list(range(len(dataset))))
-    specs = {name: evaluation.metrics[name] for name in METRICS}
+    # built once: the retrieval gallery is embedded on first use and kept across reset()
+    metrics = build_metrics({name: evaluation.metrics[name] for name in METRICS}, expert_lookup(*experts))
 
     def score(model) -> dict[str, float]:
-        metrics = build_metrics(specs, expert_lookup(*experts))
+        metrics.reset()
         evaluate_swaps(model, [batch], metrics, "cpu")
         return {k: round(v, 4) for k, v in metrics.compute().items()}
 
