@@ -43,6 +43,7 @@ def compose_config(config_name: str, tmp_path: Path, overrides: list[str]) -> Di
         cfg.paths.output_dir = str(tmp_path)
         cfg.paths.log_dir = str(tmp_path / "logs")
         cfg.paths.weights_dir = str(tmp_path / "weights")
+        cfg.paths.cache_dir = str(tmp_path / "cache")
     return cfg
 
 

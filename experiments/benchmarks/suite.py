@@ -26,7 +26,7 @@ ALIGN_BY_GROUND_TRUTH = ("data.wrap={_target_:swaplab.data.style_sets.FrontalAli
 # config name: (train_step.py --model, overrides, per-GPU batch)
 PAPER = {
     "faceshifter": ("faceshifter", ["experiment=faceshifter_paper"], 16),
-    "faceshifter_hear": ("faceshifter_hear", ["experiment=faceshifter_hear"], 16),
+    "faceshifter_hear": ("faceshifter_hear", ["experiment=faceshifter_hear", "hard_samples=null"], 16),  # all faces
     "hififace": ("hififace", ["experiment=hififace_256"], 8),
     **{f"fsgan_{stage}": ("fsgan", [f"experiment=fsgan_{stage}"], 8)
        for stage in ("segmentation", "reenactment", "inpainting", "blending")},

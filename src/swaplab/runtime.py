@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 
+import numpy as np
 import torch
 
 # Lightning logs a few messages on every process on purpose ("[rank: 1] Seed set to ...", "Initializing
@@ -35,6 +36,13 @@ def global_rank() -> int:
         if os.environ.get(key, "").isdigit():
             return int(os.environ[key])
     return 0
+
+
+def seeded_generator(device: torch.device | str, *keys: int) -> torch.Generator:
+    """A torch.Generator on `device` seeded by a hash of the integer `keys` (numpy's SeedSequence): e.g. (seed,
+    rank, epoch, step) gives every process and every step its own stream, and the same one again on resume."""
+    seed = int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)[0] >> 1)
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 class _RankZeroFilter(logging.Filter):

@@ -15,10 +15,14 @@ from swaplab.models.loading import build_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 
-FACESHIFTER_SMALL = ["data.resolution=64", "data.num_workers=0", "model.generator.base_channels=8",
-                     "model.generator.max_channels=64", "model.discriminator.base_channels=8",
-                     "model.discriminator.max_channels=32", "model.discriminator.num_layers=2",
-                     "experts_extra=[identity_eval]", "model.loss_weights.id=10"]
+SMALL = ["data.resolution=64", "data.num_workers=0", "model.generator.base_channels=8",
+         "model.discriminator.base_channels=8", "model.discriminator.max_channels=32", "experts_extra=[identity_eval]"]
+METHODS = {  # what each method trains with here; steps: a short fit (measured below)
+    "faceshifter": ([*SMALL, "model.generator.max_channels=64", "model.discriminator.num_layers=2",
+                     "model.loss_weights.id=10"], 200),
+    "hififace": ([*SMALL, "model=hififace", "model.generator.max_channels=32", "experts.face3d.input_size=32",
+                  "experts.parsing.input_size=32"], 150),
+}
 
 
 @torch.no_grad()
@@ -40,18 +44,21 @@ def scores(model, batch: dict) -> dict[str, float]:
             "copy_source_background_error": outside(batch["source"], batch["target"])}
 
 
-def test_faceshifter_learns_to_carry_the_source_identity_onto_the_target(tmp_path):
-    cfg = compose_config("train", tmp_path, FACESHIFTER_SMALL)
+@pytest.mark.parametrize("method", list(METHODS))
+def test_the_method_learns_to_carry_the_source_identity_onto_the_target(method, tmp_path):
+    overrides, steps = METHODS[method]
+    cfg = compose_config("train", tmp_path, overrides)
     assert cfg.experts.identity.registry_key == "synthetic_identity_r18a"  # the trained networks, not random ones
     model, _ = build_model(cfg)
     people = instantiate(cfg.data.train, same_identity_rate=0.0, true_swap=True)  # every pair: two people
     batches = [people.__getitems__(list(range(8 * i, 8 * i + 8))) for i in range(4)]
     everything = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
     before = scores(model, everything)
-    fit_on_batches(model, batches, steps=200)
+    fit_on_batches(model, batches, steps=steps)
     after = scores(model, everything)
-    # measured (2 cores): before 0.0 vs copy-target 0.02; after 200 steps 0.83
+    # measured (2 cores), cosine to the source under identity_eval, before -> after (copy-target ~0.02):
+    # FaceShifter -0.03 -> 0.73 (200 steps), HifiFace -0.08 -> 0.62 (150 steps)
     assert before["swap_source"] < 0.3
     assert after["swap_source"] > after["copy_target_source"] + 0.4
     # the target's surroundings: closer to the target than a copy of the source is
-    assert after["swap_background_error"] < 0.8 * after["copy_source_background_error"]  # measured 0.58x
+    assert after["swap_background_error"] < 0.8 * after["copy_source_background_error"]  # FS 0.58x, HifiFace 0.13x

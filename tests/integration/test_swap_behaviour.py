@@ -17,13 +17,16 @@ network and every swap looks alike.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import hydra
 import pytest
 import torch
 from helpers import TINY, compose_config
+from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -297,14 +300,21 @@ def test_the_source_reaches_the_swap_only_through_its_identity_embedding(method,
 
 # FaceShifter's L_rec (and HEAR's) is defined on X_s = X_t (same image), HifiFace's rec / LPIPS on same-identity pairs
 GATED = [  # (method, term, pairs it must ignore: those without this flag, pairs it must count, its outputs)
-    pytest.param("faceshifter", "rec", "same", "same_image", ("swap",), id="faceshifter-rec-two_people"),
+    pytest.param("faceshifter", "rec", "same_identity", "same_image", ("swap",), id="faceshifter-rec-two_people"),
     pytest.param("faceshifter", "rec", "same_image", "same_image", ("swap",), id="faceshifter-rec-paper"),
-    pytest.param("hear", "rec", "same", "same_image", ("swap",), id="hear-rec-two_people"),
+    pytest.param("hear", "rec", "same_identity", "same_image", ("swap",), id="hear-rec-two_people"),
     pytest.param("hear", "rec", "same_image", "same_image", ("swap",), id="hear-rec-paper"),
-    # HifiFace (as the module defines them): rec on I_r and I_low, LPIPS on I_r, on same-identity pairs
-    pytest.param("hififace", "rec", "same", "same", ("swap", "low"), id="hififace-rec-same_identity"),
-    pytest.param("hififace", "lpips", "same", "same", ("swap",), id="hififace-lpips-same_identity"),
+    # HifiFace: rec on I_r and I_low, LPIPS on I_r, on same-identity pairs (another photo of the person counts)
+    pytest.param("hififace", "rec", "same_identity", "same_identity", ("swap", "low"), id="hififace-rec-paper"),
+    pytest.param("hififace", "lpips", "same_identity", "same_identity", ("swap",), id="hififace-lpips-paper"),
 ]
+# What each paper defines its pair terms on and the pairs it trains with (model.pair_rates: same_identity_rate,
+# same_image_rate); sources in conf/model/<method>.yaml.
+PAPER_PAIRS = {
+    "faceshifter": ({"rec": "same_image"}, (0.2, 1.0)),   # L_rec "if X_t = X_s"; 20% X_s = X_t
+    "hear": ({"rec": "same_image"}, (0.5, 1.0)),          # taotaonice train_HEAR.py: same_prob=0.5, X_t = X_s
+    "hififace": ({"rec": "same_identity", "lpips": "same_identity"}, (0.5, 0.0)),  # 50% same identity
+}
 
 
 @pytest.mark.parametrize(("method", "term", "defined_on", "counted", "names"), GATED)
@@ -314,8 +324,9 @@ def test_a_pair_gated_term_has_no_value_or_gradient_from_the_other_pairs(method,
     overrides = {"faceshifter": FACESHIFTER, "hear": HEAR, "hififace": HIFIFACE}[method]
     model, batch = tiny(tmp_path, overrides, MIXED_PAIRS, tuple(MIXED_INDICES), edit)
     model.train()
-    assert batch["same"].tolist() == [True, True, False, False]
+    assert batch["same_identity"].tolist() == [True, True, False, False]
     assert batch["same_image"].tolist() == [True, False, False, False]
+    assert model.pair_terms[term] == counted  # the flag the module gates on is the paper's (PAPER_PAIRS)
     ignored = ~batch[defined_on]
     value, grads, out = row_gradients(model, batch, term, names)
     for name, grad in zip(names, grads, strict=True):
@@ -328,6 +339,36 @@ def test_a_pair_gated_term_has_no_value_or_gradient_from_the_other_pairs(method,
     with torch.no_grad():
         again = model.generator_losses(batch, moved)[term]
     assert float(again) == pytest.approx(float(value), rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize("method", list(PAPER_PAIRS))
+def test_each_method_trains_on_the_pairs_its_paper_defines_its_terms_on(method, tmp_path):
+    terms, rates = PAPER_PAIRS[method]
+    overrides = {"faceshifter": FACESHIFTER, "hear": HEAR, "hififace": HIFIFACE}[method]
+    cfg = compose_config("train", tmp_path, overrides)  # the data config's rates left to the method's
+    model_class = hydra.utils.get_class(cfg.model._target_)
+    assert dict(model_class.pair_terms) == terms
+    assert (cfg.model.pair_rates.same_identity_rate, cfg.model.pair_rates.same_image_rate) == rates
+    for split in ("train", "val"):
+        assert (cfg.data[split].same_identity_rate, cfg.data[split].same_image_rate) == rates
+    batch = hydra.utils.instantiate(cfg.data.train, _convert_="all").__getitems__(list(range(200)))
+    share = {flag: float(batch[flag].float().mean()) for flag in ("same_identity", "same_image")}
+    assert share["same_identity"] == pytest.approx(rates[0], abs=0.1)
+    assert share["same_image"] == pytest.approx(rates[0] * rates[1], abs=0.1)
+    assert (batch["same_identity"] | ~batch["same_image"]).all()  # the same image is the same person
+
+
+def test_a_pair_gated_term_without_its_pairs_fails_or_warns_at_start_up(tmp_path, caplog):
+    with pytest.raises(InstantiationException, match="draw no same_image pairs, on which FaceShifter.s rec"):
+        build_model(compose_config("train", tmp_path, [*FACESHIFTER, "model.pair_rates.same_image_rate=0.0"]))
+    with pytest.raises(InstantiationException, match="same_image_rate must be in"):
+        build_model(compose_config("train", tmp_path, [*FACESHIFTER, "model.pair_rates.same_image_rate=2.0"]))
+    cfg = compose_config("train", tmp_path, [*FACESHIFTER, "data.train.same_identity_rate=0.0"])
+    model, _ = build_model(cfg)
+    model._trainer = SimpleNamespace(datamodule=hydra.utils.instantiate(cfg.data, _convert_="all"))
+    with caplog.at_level(logging.WARNING, logger="swaplab.models.base"):
+        model.setup("fit")
+    assert "FaceShifter's rec term is defined on same_image pairs and the training data draws none" in caplog.text
 
 
 # ---- HEAR-Net: the refinement of the AEI swap by the heuristic error --------------------------------------

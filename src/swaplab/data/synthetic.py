@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from swaplab.data.pairs import pair_flags
 from swaplab.data.synthetic_faces import (
     IDENTITY_FACTORS,
     SyntheticFaces,
@@ -52,7 +53,7 @@ class SyntheticSwapDataset(RenderedPairs):
     another identity, or the same one with probability `same_identity_rate` (and then, with probability
     `same_image_rate`, the very same image). Deterministic by (seed, i).
 
-    Samples carry `source`/`target` images, `same` (same identity), `same_image`, `index`, and ground
+    Samples carry `source`/`target` images, the pair flags (swaplab.data.pairs.PAIR_FLAGS), `index`, and ground
     truth for both sides as `source_<key>` / `target_<key>` for every key in GROUND_TRUTH. With `true_swap`
     also `true_swap` (the source's `identity_factors` rendered with the target's other factors: what a perfect
     swap looks like), `true_swap_mask` and `true_swap_landmarks`; for pairs of one identity it is the target.
@@ -91,7 +92,7 @@ class SyntheticSwapDataset(RenderedPairs):
                                  torch.where(same, other_img_same_id, (u[:, 2] * per).long() % per))
         return {"target_id": target_id + self.identity_offset, "target_img": target_img,
                 "source_id": source_id + self.identity_offset, "source_img": source_img,
-                "same": same, "same_image": same_image}
+                **pair_flags(same, same_image)}
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         """A whole batch rendered in one vectorized call (the DataLoader uses this instead of __getitem__)."""
@@ -118,7 +119,7 @@ class SyntheticSwapDataset(RenderedPairs):
             source[other] = values[b:n_rendered]
             return target, source
 
-        batch = {"index": index, "same": p["same"], "same_image": p["same_image"]}
+        batch = {"index": index, **pair_flags(p["same"], p["same_image"])}
         batch["target"], batch["source"] = split(faces["image"])
         for key in GROUND_TRUTH:
             batch[f"target_{key}"], batch[f"source_{key}"] = split(faces[key])

@@ -34,13 +34,14 @@ from swaplab.experts.registry import (
     resolve_weights,
     weights_report,
 )
+from swaplab.experts.tddfa import TDDFA, TDDFAOutput
 
 __all__ = [
     "ARCFACE_CROP", "BFM", "FACENET_CROP", "FSGAN_LAYERS", "IRSE", "LPIPS", "MEAN_FACE_68", "PIX2PIX_LAYERS",
     "VGG_LOSS_WEIGHTS", "WEIGHTS", "BiSeNet", "CropLandmarkPose", "Detections", "DlibDetector", "DlibFaceDescriptor",
     "DlibLandmarks", "Experts", "FIDInceptionV3", "FaceCoefficients", "FaceParser", "FaceReconstructor",
     "FrozenExpert", "HeadPose", "Hopenet", "IResNet", "IdentityEncoder", "InceptionFeatures", "LandmarkPose",
-    "LightingFeatures", "MTCNNDetector", "ReconNet", "VGGFeatures", "VGGNet", "WeightEntry", "angles_from_logits",
+    "LightingFeatures", "MTCNNDetector", "ReconNet", "TDDFA", "TDDFAOutput", "VGGFeatures", "VGGNet", "WeightEntry", "angles_from_logits",
     "imagenet_normalize", "load_pretrained", "load_tensors", "register_weights", "resolve_weights",
     "shape_distance", "vgg_layer_names", "weights_report",
 ]

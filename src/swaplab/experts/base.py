@@ -8,6 +8,8 @@ is never trained, never stored in a checkpoint, stays in eval mode and can be sh
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -121,6 +123,23 @@ class ExternalModel(nn.Module):
         return f"name={self.name}, weights={self.weights}"
 
 
+def weights_sha256(expert: nn.Module) -> str:
+    """sha256 of the weights an expert computes with: its network's tensors (names, dtypes, shapes, values) or,
+    for a model outside torch, its file. It names the network exactly whatever the weights came from (an
+    official file, a re-save, seeded random weights); computed once per expert, which is frozen."""
+    if "_weights_sha256" not in expert.__dict__:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(getattr(expert, "net", expert).state_dict().items()):
+            flat = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        model_file = getattr(expert, "model_file", None)
+        if model_file and Path(model_file).is_file():
+            digest.update(Path(model_file).read_bytes())
+        expert.__dict__["_weights_sha256"] = digest.hexdigest()
+    return expert.__dict__["_weights_sha256"]
+
+
 class Experts(nn.Module):
     """The run's set of experts by role (identity, perceptual, ...), built once and handed to everyone.
 
@@ -149,11 +168,13 @@ class Experts(nn.Module):
     def items(self) -> list[tuple[str, nn.Module]]:
         return list(self._modules.items())
 
-    def set_input_template(self, template: str | None) -> None:
+    def set_input_template(self, template: str | None, unconverted: tuple[str, ...] = ()) -> None:
         """Let every expert take crops of another alignment template (e.g. `ffhq_256` training crops): image
         arguments (B x 3 x S x S) are re-cropped to the canonical template at the same size in one batched warp
         before each call, and experts whose outputs are maps over the input (`spatial_output`, the parser)
-        have them warped back. Each expert then cuts its own box as usual. None / canonical: no conversion."""
+        have them warped back. Each expert then cuts its own box as usual. None / canonical: no conversion.
+        `unconverted`: roles that take the crops as they are (e.g. Fast Face-swap's VGG, whose losses are
+        defined on its own aligned crops)."""
         for handle in self._template_hooks:
             handle.remove()
         self._template_hooks = []
@@ -177,7 +198,9 @@ class Experts(nn.Module):
             return convert_crops(output, get_template(CANONICAL, size), get_template(source, size),
                                  padding_mode="border")
 
-        for expert in self._modules.values():
+        for role, expert in self._modules.items():
+            if role in unconverted:
+                continue
             self._template_hooks.append(expert.register_forward_pre_hook(inputs_to_canonical, with_kwargs=True))
             if getattr(expert, "spatial_output", False):
                 self._template_hooks.append(expert.register_forward_hook(outputs_from_canonical, with_kwargs=True))
@@ -201,6 +224,6 @@ class Experts(nn.Module):
     def describe(self) -> dict[str, dict[str, Any]]:
         return {
             role: {"name": getattr(e, "name", type(e).__name__), "weights": str(getattr(e, "weights", "")),
-                   "params": sum(p.numel() for p in getattr(e, "net", e).parameters())}
+                   "sha256": weights_sha256(e), "params": sum(p.numel() for p in getattr(e, "net", e).parameters())}
             for role, e in self._modules.items()
         }

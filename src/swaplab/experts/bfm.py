@@ -20,7 +20,6 @@ from swaplab.experts.registry import WeightEntry, register_weights, resolve_weig
 
 N_ID, N_EXP, N_TEX, N_ANGLE, N_GAMMA, N_TRANS = 80, 64, 80, 3, 27, 3
 N_COEFFS = N_ID + N_EXP + N_TEX + N_ANGLE + N_GAMMA + N_TRANS  # 257
-CONTOUR = slice(0, 17)  # iBUG-68 jaw line: the face shape HifiFace's shape loss compares
 
 register_weights(WeightEntry(
     key="bfm_front",
@@ -66,10 +65,10 @@ class FaceCoefficients:
         return cls.from_vector(torch.zeros(batch, N_COEFFS, device=device))
 
 
-def shape_distance(landmarks_a: torch.Tensor, landmarks_b: torch.Tensor, points: slice = CONTOUR) -> torch.Tensor:
-    """Per-sample mean L1 distance (pixels) between two (B, 68, 2) landmark sets over `points`
-    (default the jaw contour, as in HifiFace's shape loss)."""
-    return (landmarks_a[:, points] - landmarks_b[:, points]).abs().sum(-1).mean(-1)
+def shape_distance(landmarks_a: torch.Tensor, landmarks_b: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean over the 68 points of the L1 distance (pixels) between two (B, 68, 2) landmark sets:
+    HifiFace's shape loss term (Wang et al. 2021, Eq. 3: all projected landmarks)."""
+    return (landmarks_a - landmarks_b).abs().sum(-1).mean(-1)
 
 
 class BFM(nn.Module):

@@ -31,7 +31,6 @@ from swaplab.experts.bfm import (
     N_ID,
     N_TEX,
     FaceCoefficients,
-    shape_distance,
 )
 from swaplab.experts.registry import WeightEntry, load_pretrained, register_weights, seeded
 from swaplab.faces.crop import check_box, crop_box
@@ -94,14 +93,6 @@ class FaceReconstructor(FrozenExpert):
         if self.bfm is None:
             raise RuntimeError("FaceReconstructor was built without a BFM (build(..., bfm='pretrained'))")
         return self.bfm.landmarks(coeffs)
-
-    def shape_loss(self, swapped: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """HifiFace's shape loss: per-sample L1 between the jaw contours of the fused face (source identity,
-        target expression and pose) and of the swapped face. Gradients flow to `swapped` only."""
-        with torch.no_grad():
-            fused = FaceCoefficients.fuse(self(source), self(target))
-            reference = self.landmarks(fused)
-        return shape_distance(self.landmarks(self(swapped)), reference)
 
     @classmethod
     def build(cls, weights: str = "random", path: str | None = None, weights_dir: str | None = None,

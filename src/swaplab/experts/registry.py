@@ -32,6 +32,7 @@ class WeightEntry:
     format: str  # what the file holds (e.g. "torch state_dict of IResNet-100")
     sha256: str | None = None  # of the official file, when known
     package: tuple[str, str] | None = None  # (python package, path inside it) when the file ships with one
+    licence: str | None = None  # the weights' licence / terms of use, when known
 
     @property
     def sha256_prefix(self) -> str | None:
@@ -93,6 +94,10 @@ def resolve_weights(key: str, path: str | Path | None = None, weights_dir: str |
         return candidate
     if entry.package and (shipped := package_file(*entry.package)):
         return shipped
+    if entry.source.startswith("`python -m swaplab.experts fetch"):
+        command = entry.source.split("`")[1]
+        raise MissingWeightsError(f"missing weights '{entry.filename}' for expert '{key}': run `{command} "
+                                  f"--weights-dir {candidate.parent}` (downloads and converts it)")
     raise MissingWeightsError(
         f"missing weights '{entry.filename}' for expert '{key}': download it from {entry.source} "
         f"and put it at {candidate} (or set paths.weights_dir / the expert's path)"

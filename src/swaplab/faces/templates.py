@@ -10,6 +10,9 @@ similarity transform from the image to the crop:
   (InsightFace `norm_crop`, TreB1eN's MTCNN aligner, FaceShifter's enlarged ArcFace crop).
 - `ffhq` templates: the FFHQ recipe (Karras et al. 2019): an oriented square from the eye centres and
   mouth corners. Its reference points are where the recipe puts the ArcFace mean face.
+- `affine68` templates: a full least-squares affine fit of the 68 iBUG landmarks to 68 reference points (Fast
+  Face-swap's frontal reference, Korshunova et al. 2017); they need 68 landmarks. Their five points are the
+  reference's (eye centres, nose tip, mouth corners), used to convert their crops to other templates.
 
 Conversion between two templates is one similarity transform (`conversion_matrix`). Least-squares fits
 commute with similarities of the destination, so between `similarity` templates it is exact for every
@@ -34,6 +37,26 @@ ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.736
 # 112 square is the box (0.075, 0.925) of the crop; at 256 the identity input is crop[19:237] resized to 112.
 FACESHIFTER_BOX = (0.075, 0.925)
 CANONICAL = "faceshifter_256"  # the crops experts expect (each cuts its own box out of it)
+FRONTAL = "frontal68_256"  # Fast Face-swap's crops
+# The frontal reference: iBUG-68 points in fractions of the crop side (pixel corners at 0 and 1). It is the
+# frontal (zero pose), neutral-expression, mean-shape face of swaplab's procedural renderer averaged over 256
+# identities, framed like the canonical crop; real faces are fitted to it just as well by the affine map.
+FRONTAL_68 = np.array([
+    (0.2492, 0.5085), (0.2558, 0.5607), (0.2688, 0.6102), (0.2884, 0.6574), (0.3034, 0.7122), (0.3290, 0.7706),
+    (0.3717, 0.8234), (0.4307, 0.8614), (0.5000, 0.8753), (0.5693, 0.8614), (0.6283, 0.8234), (0.6710, 0.7706),
+    (0.6966, 0.7122), (0.7116, 0.6574), (0.7312, 0.6102), (0.7442, 0.5607), (0.7508, 0.5085), (0.3245, 0.4434),
+    (0.3570, 0.4331), (0.3895, 0.4279), (0.4220, 0.4280), (0.4545, 0.4332), (0.5455, 0.4332), (0.5780, 0.4280),
+    (0.6105, 0.4279), (0.6430, 0.4331), (0.6755, 0.4434), (0.5000, 0.4970), (0.5000, 0.5317), (0.5000, 0.5664),
+    (0.5000, 0.6012), (0.4643, 0.6346), (0.4821, 0.6401), (0.5000, 0.6424), (0.5179, 0.6401), (0.5357, 0.6346),
+    (0.3440, 0.4972), (0.3778, 0.4727), (0.4142, 0.4726), (0.4480, 0.4968), (0.4142, 0.5122), (0.3778, 0.5123),
+    (0.5520, 0.4968), (0.5858, 0.4726), (0.6222, 0.4727), (0.6560, 0.4972), (0.6222, 0.5123), (0.5858, 0.5122),
+    (0.4285, 0.7074), (0.4523, 0.6974), (0.4762, 0.6947), (0.5000, 0.6987), (0.5238, 0.6947), (0.5477, 0.6974),
+    (0.5715, 0.7074), (0.5477, 0.7211), (0.5238, 0.7248), (0.5000, 0.7258), (0.4762, 0.7248), (0.4523, 0.7211),
+    (0.4342, 0.7074), (0.4714, 0.7074), (0.5000, 0.7074), (0.5286, 0.7074), (0.5658, 0.7074), (0.5286, 0.7074),
+    (0.5000, 0.7074), (0.4714, 0.7074),
+])
+METHODS = ("similarity", "ffhq", "affine68")
+
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """2 x 3 least-squares similarity (rotation, uniform scale, translation) mapping points src -> dst
@@ -50,6 +73,14 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     linear = scale[..., None, None] * rot
     shift = mu_d[..., 0, :] - (linear @ mu_s[..., 0, :, None])[..., 0]
     return np.concatenate([linear, shift[..., None]], -1)
+
+
+def affine_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """N x 2 x 3 least-squares affine maps of N x K x 2 points `src` onto K x 2 points `dst`."""
+    src = np.asarray(src, np.float64)
+    design = np.concatenate([src, np.ones_like(src[..., :1])], -1)  # N x K x 3
+    normal = np.swapaxes(design, -1, -2)
+    return np.swapaxes(np.linalg.solve(normal @ design, normal @ np.asarray(dst, np.float64)), -1, -2)
 
 
 def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
@@ -75,29 +106,47 @@ class Template:
     name: str
     size: int
     points: np.ndarray = field(repr=False)  # 5 x 2, ArcFace order, crop pixels
-    method: str = "similarity"  # "similarity" (least squares on 5 points) or "ffhq" (the FFHQ quad recipe)
+    method: str = "similarity"  # "similarity" (least squares on 5 points), "ffhq" (the FFHQ quad recipe) or
+    #                             "affine68" (least-squares affine of 68 landmarks onto `reference`)
     description: str = ""
+    reference: np.ndarray | None = field(default=None, repr=False)  # affine68: 68 x 2 crop pixels
 
     def __post_init__(self) -> None:
-        if self.method not in ("similarity", "ffhq"):
-            raise ValueError(f"template method must be 'similarity' or 'ffhq', got {self.method!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"template method must be one of {METHODS}, got {self.method!r}")
         if self.size < 8:
             raise ValueError(f"template size must be >= 8, got {self.size}")
+        if (self.method == "affine68") != (self.reference is not None and np.shape(self.reference) == (68, 2)):
+            raise ValueError(f"template {self.name}: a 68 x 2 reference goes with method 'affine68' (and only there)")
+
+    @property
+    def landmarks(self) -> int:
+        """The landmarks a face needs to be aligned to this template: 5 (ArcFace order) or 68 (iBUG)."""
+        return 68 if self.method == "affine68" else 5
 
     def at(self, size: int) -> Template:
         """The same crop at another resolution. Points scale like InsightFace's `ratio` scaling; the FFHQ
-        recipe maps the quad to the crop's outer corners, so its points scale about the pixel corners."""
+        recipe and the frontal reference are fractions of the crop, so their points scale about the pixel
+        corners."""
         if size == self.size:
             return self
         k = size / self.size
-        points = self.points * k if self.method == "similarity" else (self.points + 0.5) * k - 0.5
-        return replace(self, size=int(size), points=points)
+        if self.method == "similarity":
+            return replace(self, size=int(size), points=self.points * k)
+        reference = None if self.reference is None else (self.reference + 0.5) * k - 0.5
+        return replace(self, size=int(size), points=(self.points + 0.5) * k - 0.5, reference=reference)
 
     def matrix(self, landmarks: np.ndarray) -> np.ndarray:
-        """Image -> crop transforms (N x 2 x 3, or 2 x 3 for one face) from N x 5 x 2 or N x 68 x 2 landmarks."""
+        """Image -> crop transforms (N x 2 x 3, or 2 x 3 for one face) from N x 5 x 2 or N x 68 x 2 landmarks
+        (affine68 templates: 68 only)."""
         landmarks = np.asarray(landmarks, np.float64)
         if self.method == "similarity":
             return similarity_transform(five_points(landmarks), self.points)
+        if self.method == "affine68":
+            if landmarks.shape[-2:] != (68, 2):
+                raise ValueError(f"template {self.name} aligns faces by 68 landmarks, got shape {landmarks.shape} "
+                                 f"(use a 68-point landmark model, e.g. dlib's)")
+            return affine_transform(landmarks, self.reference)
         s = self.size
         corners = np.array([[0, 0], [0, s], [s, s], [s, 0]], np.float64) - 0.5  # quad corners = crop corners
         return similarity_transform(ffhq_quad(landmarks), corners)
@@ -153,6 +202,8 @@ for _t in (
              description="MTCNN aligner (TreB1eN get_reference_facial_points, default_square) scaled to 512"),
     *(Template(f"ffhq_{s}", s, _ffhq_points(s).T, "ffhq", description=f"FFHQ / CelebA-HQ recipe at {s}")
       for s in (256, 512, 1024)),
+    Template(FRONTAL, 256, five_points(FRONTAL_68 * 256 - 0.5), "affine68", reference=FRONTAL_68 * 256 - 0.5,
+             description="Fast Face-swap: least-squares affine of the 68 landmarks onto the frontal reference"),
 ):
     register_template(_t)
 

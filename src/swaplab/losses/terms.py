@@ -32,10 +32,17 @@ class ReconstructionLoss(nn.Module):
             raise ValueError(f"reconstruction kind must be l1, l2 or half_l2, got {kind!r}")
         self.kind = kind
 
-    def forward(self, result: torch.Tensor, target: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+    def per_sample(self, result: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         diff = result - target
         per_pixel = diff.abs() if self.kind == "l1" else diff.square()
-        per_sample = per_pixel.flatten(1).mean(1) * (0.5 if self.kind == "half_l2" else 1.0)
+        return per_pixel.flatten(1).mean(1) * (0.5 if self.kind == "half_l2" else 1.0)
+
+    def forward(self, result: torch.Tensor, target: torch.Tensor, where: torch.Tensor | None = None,
+                scale: torch.Tensor | None = None) -> torch.Tensor:
+        """`scale` (B,): per-sample divisors (e.g. the same loss of a reference result: a relative error)."""
+        per_sample = self.per_sample(result, target)
+        if scale is not None:
+            per_sample = per_sample / scale
         return per_sample.mean() if where is None else masked_mean(per_sample, where)
 
 

@@ -13,7 +13,7 @@ class WeightedSum:
     Terms with weight 0 are still reported (for monitoring) but cost nothing in the total.
     """
 
-    def __init__(self, weights: Mapping[str, float], terms: Iterable[str], owner: str) -> None:
+    def __init__(self, weights: Mapping[str, float], terms: Iterable[str], owner: str, shares: bool = False) -> None:
         terms = list(terms)
         unknown = sorted(set(weights) - set(terms))
         missing = sorted(set(terms) - set(weights))
@@ -26,12 +26,18 @@ class WeightedSum:
         if bad:
             raise ValueError(f"{owner} loss weights must be non-negative numbers, got {bad}")
         self.weights = {k: float(weights[k]) for k in terms}
+        self.shares = shares  # also log `share_<term>`: each weighted term's fraction of the total
+
 
     def __call__(self, values: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(weighted total, logs) with logs holding every unweighted term and the total (detached)."""
-        total = sum(self.weights[k] * v for k, v in values.items() if k in self.weights and self.weights[k] != 0)
+        """(weighted total, logs) with logs holding every unweighted term and the total (detached), and with
+        `shares` each weighted term's share of the total (which terms actually drive the training)."""
+        weighted = {k: self.weights[k] * v for k, v in values.items() if k in self.weights and self.weights[k] != 0}
+        total = sum(weighted.values())
         if not torch.is_tensor(total):
             raise ValueError(f"no weighted term among {list(values)}; weights {self.weights}")
         logs = {k: v.detach() for k, v in values.items()}
         logs["total"] = total.detach()
+        if self.shares:
+            logs |= {f"share_{k}": (v / total).detach() for k, v in weighted.items()}
         return total, logs

@@ -52,6 +52,13 @@ class TrueSwap(ReferenceSwap):
     name, key, requires = "true_swap", "true_swap", ("true_swap",)
 
 
+class SwapVideos(ReferenceSwap):
+    """Existing swap videos scored as a method's swaps (eval.py videos=<dir>): the batch's `fake` frames, read
+    by the protocol's data (FF++: `FaceForensicsPairs(fakes=<dir>)`, cropped as the target frames are)."""
+
+    name, key, requires = "videos", "fake", ("fake",)
+
+
 REFERENCES: dict[str, type[ReferenceSwap]] = {cls.name: cls for cls in (CopyTarget, CopySource, TrueSwap)}
 
 

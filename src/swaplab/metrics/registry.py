@@ -18,6 +18,8 @@ from torch import nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from swaplab.experts.base import weights_sha256
+
 METRICS: dict[str, type[SwapMetric]] = {}
 
 
@@ -73,6 +75,7 @@ class SwapMetric(Metric):
 
     registered_name = ""
     role_args: tuple[str, ...] = ()
+    failure_score: float | None = None  # the score of a swap that could not be made (no face); None: undefined
     needs_reconstruction = False
     full_state_update = False
 
@@ -97,6 +100,14 @@ class SwapMetric(Metric):
     def run(self, record: SwapRecord, arg: str, which: str) -> Any:
         """The output of this metric's `arg` expert on the record's `which` images (cached per record)."""
         return record.expert_output(getattr(self, arg), self.expert(arg), which)
+
+    def set_input_template(self, template: str | None) -> None:
+        """The crop template of the images to come (what the experts are set to take); metrics that read
+        images of their own (a fixed gallery) read them in it."""
+
+    def prepare(self, resolution: int, device: torch.device | str) -> None:
+        """Before swaps of `resolution` are scored: load what the metric reads itself (a fixed gallery), so
+        its data problems show before anything is scored and its cost is not counted as the swaps'."""
 
     def per_example(self) -> dict[str, torch.Tensor]:
         return {}
@@ -161,15 +172,28 @@ class SwapMetrics(nn.Module):
         for metric in self.values():
             metric.reset()
 
+    def set_input_template(self, template: str | None) -> None:
+        for metric in self.values():
+            metric.set_input_template(template)
+
+    def prepare(self, resolution: int, device: torch.device | str) -> None:
+        for metric in self.values():
+            metric.prepare(resolution, device)
+
     def roles(self) -> list[str]:
         return sorted({role for m in self.values() for role in m.roles().values()})
 
     def describe(self) -> dict[str, dict[str, Any]]:
-        """Per metric: the registered metric, its expert roles and the experts (name, weights) behind them."""
+        """Per metric: the registered metric, its expert roles and the experts (name, weights, weights sha256)
+        behind them."""
         described = {}
         for name, metric in self.items():
-            experts = {arg: {"role": role, "name": getattr(metric._experts.get(role), "name", None),
-                             "weights": str(getattr(metric._experts.get(role), "weights", None))}
-                       for arg, role in metric.roles().items()}
+            experts = {arg: describe_expert(role, metric._experts.get(role)) for arg, role in metric.roles().items()}
             described[name] = {"metric": metric.registered_name, "experts": experts}
         return described
+
+
+def describe_expert(role: str, expert: nn.Module | None) -> dict[str, Any]:
+    """The role, network name, weights source and weights sha256 of an expert (None: not bound)."""
+    return {"role": role, "name": getattr(expert, "name", None), "weights": str(getattr(expert, "weights", None)),
+            "sha256": weights_sha256(expert) if expert is not None else None}

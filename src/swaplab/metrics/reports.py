@@ -43,6 +43,17 @@ def markdown_table(results: Sequence[Mapping[str, Any]], columns: Sequence[str],
     return "\n".join(lines) + "\n"
 
 
+def networks_table(described: Mapping[str, Mapping[str, Any]]) -> str:
+    """The network behind each metric (`SwapMetrics.describe()`): role, name, weights and their sha256 (first 12
+    hex digits), one row per metric and role."""
+    lines = ["| metric | role | network | weights | sha256 |", "|---|---|---|---|---|"]
+    for metric, info in described.items():
+        for expert in info["experts"].values():
+            sha = (expert.get("sha256") or "")[:12]
+            lines.append(f"| {metric} | {expert['role']} | {expert['name']} | {expert['weights']} | {sha} |")
+    return "\n".join(lines) + "\n"
+
+
 def comparison_plot(path: Path, results: Sequence[Mapping[str, Any]], columns: Sequence[str],
                     directions: Mapping[str, bool | None], title: str = "") -> None:
     """One bar chart per metric, one bar per checkpoint (matplotlib, Agg backend), saved as PNG."""

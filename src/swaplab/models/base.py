@@ -26,10 +26,11 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from swaplab.data.pairs import PAIR_FLAGS, check_pair_rates, dataset_pair_rates, flag_rate
 from swaplab.experts import Experts
 from swaplab.losses import WeightedSum
 from swaplab.models.stages import Predecessors, stage_record
-from swaplab.runtime import get_logger
+from swaplab.runtime import get_logger, seeded_generator
 
 Batch = dict[str, torch.Tensor]
 log = get_logger(__name__)
@@ -48,6 +49,25 @@ def without_gradients(module: nn.Module | None) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+def check_method_pairs(owner: str, pair_terms: Mapping[str, str], pair_rates: Mapping[str, float] | None
+                       ) -> dict[str, float] | None:
+    """A method's `pair_rates` (same_identity_rate, same_image_rate), validated against its pair-gated terms: a
+    rate that draws none of a term's pairs fails here, at start-up."""
+    unknown = {t: f for t, f in pair_terms.items() if f not in PAIR_FLAGS}
+    if unknown:
+        raise ValueError(f"{owner}.pair_terms {unknown} use flags outside the pair vocabulary {list(PAIR_FLAGS)}")
+    if pair_rates is None:
+        return None
+    if set(pair_rates) != {"same_identity_rate", "same_image_rate"}:
+        raise ValueError(f"model.pair_rates needs exactly same_identity_rate and same_image_rate, got {dict(pair_rates)}")
+    rates = check_pair_rates(pair_rates["same_identity_rate"], pair_rates["same_image_rate"])
+    for term, flag in pair_terms.items():
+        if flag_rate(flag, *rates) == 0:
+            raise ValueError(f"model.pair_rates {dict(pair_rates)} draw no {flag} pairs, on which {owner}'s {term} "
+                             "term is defined")
+    return dict(zip(("same_identity_rate", "same_image_rate"), rates, strict=True))
 
 
 def _fp32(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -78,6 +98,9 @@ class SwapModule(pl.LightningModule):
     for what subclasses provide."""
 
     generator_terms: tuple[str, ...] = ()  # weighted generator loss terms (names in loss_weights)
+    # generator terms defined on one kind of pair only: term -> the batch flag its paper defines it on
+    # (swaplab.data.pairs.PAIR_FLAGS); `pairs_of(term, batch)` is that flag, the one place a term is gated
+    pair_terms: Mapping[str, str] = {}
     discriminator_terms: tuple[str, ...] = ()  # weighted D terms beyond real/fake (e.g. "gp")
     required_experts: tuple[str, ...] = ()
     uses_source: bool = True  # False: the identity lives in the weights (Fast Face-swap); inference needs no source
@@ -100,6 +123,8 @@ class SwapModule(pl.LightningModule):
         compile: bool = False,  # torch.compile G and D at fit start (in place: state_dict keys unchanged)
         compile_backend: str = "inductor",  # torch.compile backend ("aot_eager": no C++ compiler needed)
         accumulate_grad_batches: int = 1,  # optimizer steps every N batches (losses scaled by 1/N)
+        pair_rates: Mapping[str, float] | None = None,  # the pairs the paper trains on (data configs read them)
+        seed: int = 0,  # run seed of the training-step draws (step_generator: occluders, holes)
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -116,6 +141,8 @@ class SwapModule(pl.LightningModule):
         if compile and compile_backend not in torch.compiler.list_backends(exclude_tags=()):
             raise ValueError(f"unknown compile_backend {compile_backend!r}; torch.compile knows "
                              f"{torch.compiler.list_backends()}")
+        self.pair_rates = check_method_pairs(type(self).__name__, self.pair_terms, pair_rates)
+        self.seed = int(seed)
         self.generator = generator
         self.discriminator = discriminator
         self.experts = experts
@@ -146,6 +173,30 @@ class SwapModule(pl.LightningModule):
 
     def generator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def step_generator(self, batch_idx: int, stream: int = 0) -> torch.Generator:
+        """The generator of this training batch's random draws in the step (occluders, inpainting holes), on the
+        module's device: seeded by (seed, rank, epoch, batch, stream), where batch counts the batches trained
+        (global_step x accumulate_grad_batches + the batch within the update). Every process draws its own, and a
+        run resumed from a checkpoint draws what the uninterrupted run would have. (Pairs and augmentations are
+        drawn by the dataset from each pair's key, which the sampler makes distinct per rank and epoch.)"""
+        n = self.accumulate_grad_batches
+        batch = self.global_step * n + batch_idx % n
+        return seeded_generator(self.device, self.seed, self.global_rank, self.current_epoch, batch, stream)
+
+    def pairs_of(self, term: str, batch: Batch) -> torch.Tensor:
+        """(B,) bool: the pairs of `batch` that the pair-gated generator term `term` is defined on."""
+        return batch[self.pair_terms[term]].bool()
+
+    @staticmethod
+    def batch_truth(images: torch.Tensor, key: str, truth: Batch | None) -> torch.Tensor | None:
+        """`<side>_<key>` of the batch `truth` when `images` is that batch's `<side>` tensor itself (the data's
+        ground truth or preprocessed labels: the synthetic renderer's, the shard store's), else None: the
+        caller falls back to its expert."""
+        for side in ("source", "target"):
+            if truth is not None and truth.get(side) is images and f"{side}_{key}" in truth:
+                return truth[f"{side}_{key}"]
+        return None
 
     def discriminator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:
         """Only called when the method has a discriminator."""
@@ -194,6 +245,7 @@ class SwapModule(pl.LightningModule):
         # setup, not on_fit_start: methods override on_fit_start; this runs before the optimizers are built
         if stage != "fit":
             return
+        self._check_training_pairs()
         if self.channels_last:
             for net in (self.generator, self.generator_ema, self.discriminator):
                 if net is not None:
@@ -209,6 +261,17 @@ class SwapModule(pl.LightningModule):
                             "which torch.compile does not support)", type(self).__name__, self.discriminator_terms)
             elif self.discriminator is not None:
                 self._compile(self.discriminator)
+
+    def _check_training_pairs(self) -> None:
+        """Start-up: warn when a weighted pair-gated term meets none of its pairs in the training data (data that
+        overrides the method's rates, or fixed swaps such as FaceForensics++'s)."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        rates = dataset_pair_rates(getattr(datamodule, "train_set", None))
+        for term, flag in self.pair_terms.items():
+            if self.g_loss.weights.get(term) and rates and max(flag_rate(flag, *r) for r in rates) == 0:
+                log.warning("%s's %s term is defined on %s pairs and the training data draws none (data.train "
+                            "same_identity_rate / same_image_rate %s; the method's model.pair_rates: %s): it stays 0",
+                            type(self).__name__, term, flag, rates, self.pair_rates)
 
     def _compile(self, net: nn.Module) -> None:
         """Compile `net` in place; a container without a forward of its own (FSGAN's stages) per child."""

@@ -13,6 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from swaplab.errors import plain_user_errors
 from swaplab.experts import Experts
 from swaplab.io.checkpoints import safe_torch_load
+from swaplab.runtime import get_logger
+
+log = get_logger(__name__)
 
 
 def expert_roles(cfg: DictConfig) -> list[str]:
@@ -60,8 +63,10 @@ def build_missing_experts(have: Experts | None, roles: Iterable[str], experts_cf
 def build_model(cfg: DictConfig) -> tuple[pl.LightningModule, Any]:
     """Experts once, then the model that shares them."""
     experts = build_experts(cfg.experts, expert_roles(cfg))
-    if hasattr(experts, "set_input_template"):
-        experts.set_input_template(cfg.get("data", {}).get("template"))  # experts re-crop the training crops
+    if hasattr(experts, "set_input_template"):  # experts re-crop the training crops
+        model_class = hydra.utils.get_class(cfg.model._target_)
+        experts.set_input_template(cfg.get("data", {}).get("template"),
+                                   tuple(getattr(model_class, "experts_on_own_crops", ())))
     if hasattr(experts, "set_precision"):
         experts.set_precision(cfg.get("experts_precision") or "fp32")
     model = hydra.utils.instantiate(cfg.model, experts=experts, _convert_="all")
@@ -76,15 +81,45 @@ def checkpoint_config(checkpoint: dict[str, Any], path: str | Path) -> DictConfi
     return OmegaConf.create(meta["config"])
 
 
-def load_swap_model(path: str | Path, experts: DictConfig | None = None) -> tuple[pl.LightningModule, DictConfig]:
+def resolve_here(experts_cfg: DictConfig, weights_dir: str | Path) -> DictConfig:
+    """A checkpoint's recorded experts config with its files looked up on this machine: every `weights_dir` is
+    this machine's, and a recorded file path (`path`, `*_path`) that does not exist here becomes the file of
+    that name in `weights_dir` (when it is there; else the expert's loader names the missing file)."""
+    resolved = experts_cfg.copy()
+    for role in resolved:
+        node = resolved[role]
+        if not isinstance(node, DictConfig):
+            continue
+        for key in list(node):
+            value = node[key]
+            if key == "weights_dir":
+                node[key] = str(weights_dir)
+            elif (key == "path" or str(key).endswith("_path")) and isinstance(value, str) and value \
+                    and not Path(value).exists() and (Path(weights_dir) / Path(value).name).is_file():
+                node[key] = str(Path(weights_dir) / Path(value).name)
+    return resolved
+
+
+def load_swap_model(path: str | Path, experts: DictConfig | None = None,
+                    weights_dir: str | Path | None = None) -> tuple[pl.LightningModule, DictConfig]:
     """The trained model of a checkpoint (eval mode, CPU) and its run config.
 
-    `experts` replaces the experts recorded in the checkpoint (e.g. other weight paths on this machine).
+    `experts` replaces the experts recorded in the checkpoint (e.g. other weight paths on this machine);
+    `weights_dir` keeps the recorded experts and finds their files in this machine's weights folder instead
+    (`resolve_here`). Experts whose weights differ from those recorded at training (sha256) are logged.
     """
     checkpoint = safe_torch_load(path)
     cfg = checkpoint_config(checkpoint, path)
     if experts is not None:
         cfg.experts = experts
-    model, _ = build_model(cfg)
+    elif weights_dir is not None:
+        cfg.experts = resolve_here(cfg.experts, weights_dir)
+    model, built = build_model(cfg)
     model.load_state_dict(checkpoint["state_dict"], strict=True)
+    recorded = checkpoint["swaplab"].get("experts") or {}
+    for role, info in built.describe().items():
+        trained_with = (recorded.get(role) or {}).get("sha256")
+        if trained_with and trained_with != info["sha256"]:
+            log.warning("%s was trained with other '%s' weights (sha256 %s) than those built here (%s, %s): its "
+                        "swaps will differ", path, role, trained_with[:12], info["sha256"][:12], info["weights"])
     return model.eval(), cfg

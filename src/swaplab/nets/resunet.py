@@ -89,8 +89,8 @@ class SkipLevel(nn.Module):
 
 
 class MultiScaleResUNet(nn.Module):
-    """FSGAN's multi-scale residual U-Net (official v1: base_channels 128, flat_blocks (2, 0, 2, 3), one
-    enhancer; Gr: 71 -> 3 + 3 channels, Gc: 4 -> 3, Gb: 7 -> 3).
+    """FSGAN's multi-scale residual U-Net (official v1 experiments: base_channels 128, one enhancer, flat_blocks
+    (2, 0, 2, 3) for Gr and Gc, (1, 0, 1, 1) for Gb; Gr: 71 -> 3 + 3 channels, Gc: 4 -> 3, Gb: 7 -> 3).
 
     The global residual U-Net works on the input down-sampled by 2 ** num_enhancers with
     base_channels * 2 ** num_enhancers channels; each enhancer adds a full-resolution level that sums its

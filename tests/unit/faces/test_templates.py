@@ -13,6 +13,8 @@ from swaplab.experts import Experts, FaceParser, IdentityEncoder
 from swaplab.faces.templates import (
     ARCFACE_112,
     CANONICAL,
+    FRONTAL,
+    FRONTAL_68,
     TEMPLATES,
     conversion_matrix,
     convert_crops,
@@ -134,3 +136,14 @@ def test_experts_take_crops_of_another_template():
     assert (back[..., inner, inner] - reference_logits[..., inner, inner]).abs().mean() < 0.05 * reference_logits.abs().mean()
     experts.set_input_template(None)
     assert torch.allclose(experts.identity(canonical), reference)
+
+
+def test_frontal68_template_undoes_any_affine_map_of_its_68_points():
+    template = get_template(FRONTAL, 64)
+    assert np.allclose(template.reference, FRONTAL_68 * 64 - 0.5) and template.landmarks == 68
+    sheared = np.array([[1.3, 0.2, 40.0], [-0.1, 0.9, 25.0]])  # no similarity undoes the shear
+    in_image = template.reference @ sheared[:, :2].T + sheared[:, 2]
+    matrix = template.matrix(in_image)
+    assert np.allclose(in_image @ matrix[:, :2].T + matrix[:, 2], template.reference, atol=1e-6)
+    with pytest.raises(ValueError, match="by 68 landmarks"):
+        template.matrix(np.zeros((1, 5, 2)))

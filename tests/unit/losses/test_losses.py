@@ -21,6 +21,10 @@ def test_weighted_sum_total_and_logs():
     total, logs = weighted({"a": torch.tensor(1.0), "b": torch.tensor(4.0), "c": torch.tensor(100.0)})
     assert total.item() == pytest.approx(4.0)
     assert logs["c"].item() == 100.0 and logs["total"].item() == pytest.approx(4.0)
+    assert "share_a" not in logs
+    weighted.shares = True
+    _, logs = weighted({"a": torch.tensor(1.0), "b": torch.tensor(4.0), "c": torch.tensor(100.0)})
+    assert {k: v.item() for k, v in logs.items() if k.startswith("share_")} == {"share_a": 0.5, "share_b": 0.5}
 
 
 @pytest.mark.parametrize(("weights", "message"), [

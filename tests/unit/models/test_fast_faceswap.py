@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import hydra
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -328,3 +329,40 @@ def test_configs_compose_instantiate_and_take_a_step(name, tmp_path):
     if name == "paper":
         assert model.paste_back and len(model.style_bank) == 3 and cfg.model.loss_weights.style == 120.0
         assert model(batch["source"], batch["target"]).swap.shape == (2, 3, 32, 32)
+
+
+def test_content_pairs_never_decode_or_align_the_unused_source(tmp_path, monkeypatch):
+    from swaplab.data.folders import FaceFolderPairs
+
+    write_faces(tmp_path / "data" / "celebahq", 6, identity=8)
+    decoded, fits = [], []
+    read = FaceFolderPairs.read
+    monkeypatch.setattr(FaceFolderPairs, "read", lambda self, crops: (decoded.extend(crops), read(self, crops))[1])
+    for name in ("synthetic", "paper"):
+        cfg = compose_config("train", tmp_path, [*CONFIGS[name], "data.resolution=32", "data.batch_size=2",
+                                                 f"paths.data_dir={tmp_path / 'data'}"])
+        wrapped = hydra.utils.instantiate(cfg.data, _convert_="all").train_set
+        if name == "paper":  # dlib's 68 points on the procedural crops, counted per image
+            wrapped._dlib = lambda image, box: (fits.append(1), frontal_reference(32)[None] + 0.3)[1]
+        batch = wrapped.__getitems__([0, 1, 2])
+        assert batch["same_image"].all() and torch.equal(batch["source"], batch["target"]), name
+    assert len(decoded) == 3 and len(fits) == 3  # the three targets, once each
+
+
+def test_a_distinct_source_is_aligned_and_a_same_image_one_reused():
+    pairs = synthetic_content(32, num_identities=8, images_per_identity=2, same_identity_rate=0.5,
+                              same_image_rate=0.5)
+    batch = pairs.__getitems__(list(range(8)))
+    same = batch["same_image"]
+    assert 0 < int(same.sum()) < 8
+    assert torch.equal(batch["source"][same], batch["target"][same])
+    reference = torch.from_numpy(frontal_reference(32)).float()
+    assert (batch["source_landmarks"][~same] - reference).abs().mean() < 0.02 * 32  # aligned by its own points
+    assert not torch.equal(batch["source"][~same], batch["target"][~same])
+
+
+def test_a_style_set_smaller_than_n_best_is_warned_about(caplog):
+    small_model(style_images=4, n_best=4).style_features()
+    assert "fewer than n_best" not in caplog.text
+    small_model(style_images=3, n_best=4).style_features()
+    assert "the style set has 3 images, fewer than n_best=4" in caplog.text

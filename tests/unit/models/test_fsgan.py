@@ -12,14 +12,15 @@ import hydra
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import compose_config, fit_on_batches
 from test_configs import instantiate_everything
 
 from swaplab.experts.registry import sha256_of
 from swaplab.imaging import from_uint8, seamless_clone, to_uint8
 from swaplab.io.checkpoints import safe_torch_load
-from swaplab.models.fsgan import STAGES, interpolate_views, landmark_heatmaps
-from swaplab.models.fsgan.generators import half_resolution, random_holes
+from swaplab.models.fsgan import STAGES, ViewMap, interpolate_views, landmark_heatmaps
+from swaplab.models.fsgan.generators import FACE, half_resolution, random_holes
 from swaplab.models.loading import build_model, load_swap_model
 from swaplab.nets.resunet import MultiScaleResUNet
 
@@ -44,7 +45,8 @@ TINY_FSGAN = [
 ]
 RANDOM_PREDECESSORS = "model.allow_random_predecessors=true"  # a stage after Gs without predecessor_ckpt
 STAGE_TERMS = {"segmentation": {"seg_ce"},
-               "reenactment": {"reenact_pix", "reenact_id", "reenact_attr", "reenact_seg", "reenact_adv"},
+               "reenactment": {"reenact_pix", "reenact_id", "reenact_attr", "reenact_seg", "reenact_adv",
+                               "reenact_step_pix", "reenact_step_id", "reenact_step_seg"},
                "inpainting": {"inpaint_pix", "inpaint_id", "inpaint_attr", "inpaint_adv"},
                "blending": {"blend_pix", "blend_id", "blend_attr", "blend_adv"}}
 
@@ -274,16 +276,125 @@ def test_default_model_is_the_reenactment_stage_and_progressive_phase_runs_at_ha
     sizes = []
     model.generator.reenactment.register_forward_hook(lambda m, args, out: sizes.append(out.shape[-1]))
     history = fit_on_batches(model, [synthetic_batch(cfg, [0, 1])], steps=2)
-    assert sizes == [16, 16, 32, 32] and len(history) == 2  # 2 steps x 2 reenactment steps
+    assert sizes == [16] * 3 + [32] * 3 and len(history) == 2  # 2 steps x (direct, midpoint, two-step)
+
+
+def test_each_stepwise_term_scores_its_own_path_against_the_target(tmp_path):
+    """Official v1 stepwise training: direct Gr(source, target landmarks) and two-step Gr(Gr(source, midpoint
+    landmarks), target landmarks), each scored against the target; the midpoint render against nothing."""
+    cfg = compose_config("train", tmp_path, ["model=fsgan", *TINY_FSGAN, RANDOM_PREDECESSORS,
+                                             "data.train.same_identity_rate=0.5", "data.train.same_image_rate=0.0"])
+    model, _ = build_model(cfg)
+    model.train()
+    batch = synthetic_batch(cfg, [0, 1, 2, 3])
+    same, target = batch["same"], batch["target"]
+    assert same.any() and not same.all()  # the terms count same-identity pairs only
+    calls = []
+    model.generator.reenactment.register_forward_hook(lambda m, args, out: calls.append((args[0], out)))
+    seen_by_d = []
+    model.discriminator.register_forward_pre_hook(lambda m, args: seen_by_d.append(args[0]))
+    out = model.generate_batch(batch, model.generator)
+
+    sigma = model.heatmap_sigma * 32 / 256
+    source_points, target_points = batch["source_landmarks"], batch["target_landmarks"]
+    heatmaps = {"target": landmark_heatmaps(target_points, 32, sigma),
+                "midpoint": landmark_heatmaps((source_points + target_points) / 2, 32, sigma)}
+    (direct_in, direct), (mid_in, mid), (step_in, step) = calls
+    for given, image, points in ((direct_in, batch["source"], "target"), (mid_in, batch["source"], "midpoint"),
+                                 (step_in, mid[:, :3], "target")):
+        assert torch.equal(given[:, :3], image), points
+        torch.testing.assert_close(given[:, 3:], heatmaps[points], rtol=0, atol=1e-6)
+    assert out.swap is out.extras["adv_fake"] and torch.equal(out.swap, direct[:, :3])
+    assert torch.equal(out.extras["midpoint"], mid[:, :3]) and torch.equal(out.extras["two_step"], step[:, :3])
+
+    scored = []  # (images, reference, VGG experts) of every perceptual term
+    original = model.perceptual
+    model.perceptual = lambda images, reference, roles: scored.append((images, reference, roles)) or original(
+        images, reference, roles)
+    losses = model.generator_losses(batch, out)
+    assert [(images.data_ptr(), reference is target, roles) for images, reference, roles in scored] == [
+        (direct.data_ptr(), True, ("perceptual", "perceptual_attr")), (step.data_ptr(), True, ("perceptual",))]
+    assert seen_by_d[-1] is out.swap  # the adversarial term: the direct output only
+
+    def on_same(per_sample):
+        return per_sample[same].mean()
+
+    l1 = {name: on_same((image[:, :3] - target).abs().flatten(1).mean(1)) for name, image in (("direct", direct),
+                                                                                           ("step", step))}
+    labels = batch["target_mask"].long()
+    ce = {name: on_same(F.cross_entropy(image[:, 3:], labels, reduction="none").flatten(1).mean(1))
+          for name, image in (("direct", direct), ("step", step))}
+    torch.testing.assert_close(losses["reenact_pix"], l1["direct"])
+    torch.testing.assert_close(losses["reenact_step_pix"], l1["step"])
+    torch.testing.assert_close(losses["reenact_seg"], ce["direct"])
+    torch.testing.assert_close(losses["reenact_step_seg"], ce["step"])
+    assert set(losses) == STAGE_TERMS["reenactment"]
+
+
+@torch.no_grad()
+def test_view_interpolation_blends_the_reenactments_of_the_views_around_the_targets_pose(tmp_path):
+    cfg = compose_config("train", tmp_path, ["model=fsgan", "model.stage=blending", *TINY_FSGAN, RANDOM_PREDECESSORS])
+    model, _ = build_model(cfg)
+    model.eval()
+    model.generator.segmentation.head.bias[FACE] += 20.0  # every pixel face: the swap depends on the reenactment
+    batch = synthetic_batch(cfg, [0, 1, 2, 3])
+    views, target = batch["source"][:3], batch["target"][:2]
+    view_map = ViewMap([[0.0, 0.0], [30.0, 0.0], [0.0, 30.0]])
+    poses = torch.tensor([[10.0, 5.0, 0.0], [30.0, 0.0, 4.0]])  # target 0 inside the triangle, target 1 at view 1
+    model.pose = lambda images, truth=None: poses if images is target else model.experts.pose(images)
+    completed = []  # what Gc is given: the blended reenactment (Gs labels every pixel face)
+    model.generator.inpainting.register_forward_pre_hook(lambda m, args: completed.append(args[0][:, :3]))
+    out = model.swap_views(views, view_map, target)
+    (first, first_w), (second, second_w) = out.extras["views"]
+    assert sorted(first.tolist()) == [0, 1, 2] and second.tolist() == [1] and second_w.tolist() == [1.0]
+    np.testing.assert_allclose(first_w @ np.array(view_map.points)[first], [10.0, 5.0], atol=1e-9)
+
+    def alone(view: int, b: int) -> torch.Tensor:  # one view reenacted to one target by the plain path
+        return model.reenact(model.generator, views[view : view + 1], target[b : b + 1])[0][-1][0]
+
+    blended = out.extras["steps"][-1]
+    expected = sum(float(w) * alone(int(i), 0) for i, w in zip(first, first_w, strict=True))
+    torch.testing.assert_close(blended[0], expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(blended[1], alone(1, 1), rtol=0, atol=1e-5)
+    assert torch.equal(completed[0], blended)  # the rest of the path takes the blend
+    plain = model.swap_path(views[1:2], target[1:2], model.generator)
+    torch.testing.assert_close(out.swap[1], plain.swap[0], rtol=0, atol=1e-5)
+
+
+def test_progressive_phases_run_at_their_resolution_with_fresh_optimizers_at_their_learning_rates(tmp_path):
+    # the paper experiment's schedule, shortened: 3 steps at half size, then full size; decay every 2 steps
+    cfg = compose_config("train", tmp_path, ["experiment=fsgan_reenactment", "trainer=cpu", *TINY_FSGAN,
+                                             RANDOM_PREDECESSORS, "model.progressive_steps=3",
+                                             "model.scheduler_g.step_size=2", "model.scheduler_d.step_size=2"])
+    assert dict(cfg.model.full_resolution_lr) == {"g": 4e-5, "d": 4e-6}
+    assert (cfg.model.optimizer_g.lr, cfg.model.optimizer_d.lr) == (1e-4, 1e-5)
+    model, _ = build_model(cfg)
+    seen = []  # per Gr call: (side, G lr, D lr, Adam steps taken by G so far)
+
+    def record(module, args, out):
+        opt_g, opt_d = (o.optimizer for o in model._optimizer_pair())
+        first = next(iter(model.generator.reenactment.parameters()))
+        taken = int(opt_g.state[first]["step"]) if first in opt_g.state else 0
+        seen.append((out.shape[-1], opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"], taken))
+
+    model.generator.reenactment.register_forward_hook(record)
+    fit_on_batches(model, [synthetic_batch(cfg, [0, 1])], steps=6)
+    per_step = seen[::3]  # direct, midpoint, two-step: one record per training step
+    assert [side for side, *_ in per_step] == [16, 16, 16, 32, 32, 32]
+    expected = [(1e-4, 1e-5, 0), (1e-4, 1e-5, 1), (5e-5, 5e-6, 2),  # decay after 2 steps
+                (4e-5, 4e-6, 0), (4e-5, 4e-6, 1), (2e-5, 2e-6, 2)]  # full size: new Adam, lr and decay restarted
+    for (_, lr_g, lr_d, taken), (want_g, want_d, want_taken) in zip(per_step, expected, strict=True):
+        assert (lr_g, lr_d, taken) == (pytest.approx(want_g), pytest.approx(want_d), want_taken)
 
 
 @pytest.mark.slow
 def test_reenactment_overfits_one_same_identity_batch(tmp_path):
     # L1-led weights (the random VGGs' terms are scaled down, no adversary) and a higher lr: memorise one batch
-    weights = ["reenact_pix=1.0", "reenact_id=0.05", "reenact_attr=0.05", "reenact_adv=0"]
+    weights = ["reenact_pix=1.0", "reenact_id=0.05", "reenact_attr=0.05", "reenact_adv=0", "reenact_step_pix=1.0",
+               "reenact_step_id=0.05"]
     cfg = compose_config("train", tmp_path, ["model=fsgan", *TINY_FSGAN, "data.train.same_identity_rate=1.0",
                                              "data.train.same_image_rate=0.0", "model.optimizer_g.lr=3e-3",
-                                             "model.num_steps=1", *(f"model.loss_weights.{w}" for w in weights),
+                                             *(f"model.loss_weights.{w}" for w in weights),
                                              RANDOM_PREDECESSORS])
     model, _ = build_model(cfg)
     batch = synthetic_batch(cfg, [0, 1])
@@ -297,15 +408,26 @@ def test_reenactment_overfits_one_same_identity_batch(tmp_path):
 def test_experiments_hold_the_official_settings(stage, tmp_path):
     cfg = compose_config("train", tmp_path, [f"experiment=fsgan_{stage}"])
     assert cfg.model.stage == stage and cfg.data.resolution == 256
-    for net in ("reenactment", "inpainting", "blending"):
-        node = cfg.model.generator[net]
-        assert (node.base_channels, list(node.flat_blocks), node.num_enhancers) == (128, [2, 0, 2, 3], 1)
+    for net, flat in (("reenactment", [2, 0, 2, 3]), ("inpainting", [2, 0, 2, 3]), ("blending", [1, 0, 1, 1])):
+        node = cfg.model.generator[net]  # the v1 experiments' gen_renderer / gen_inpainter / gen_blender
+        assert (node.base_channels, list(node.flat_blocks), node.num_enhancers) == (128, flat, 1)
     assert list(cfg.model.generator.segmentation.widths) == [64, 128, 256, 512, 1024]
     assert (cfg.model.optimizer_g.lr, cfg.model.optimizer_d.lr) == (1e-4, 1e-5)
     assert list(cfg.model.optimizer_d.betas) == [0.5, 0.999]
+    # v1 experiments: epochs at 128 / 256 px of 40k samples (1250 steps at batch 32), StepLR(10 epochs, 0.5)
+    epochs = {"segmentation": None, "reenactment": (40, 60), "inpainting": (20, 40), "blending": (20, 40)}[stage]
+    if epochs is None:
+        assert cfg.model.progressive_steps == 0 and cfg.model.scheduler_g is None
+    else:
+        assert (cfg.model.progressive_steps, cfg.trainer.max_steps) == (epochs[0] * 1250, sum(epochs) * 1250)
+        assert dict(cfg.model.full_resolution_lr) == {"g": 4e-5, "d": 4e-6}
+        for scheduler in (cfg.model.scheduler_g, cfg.model.scheduler_d):
+            assert (scheduler._target_, scheduler.step_size, scheduler.gamma) == (
+                "torch.optim.lr_scheduler.StepLR", 12500, 0.5)
     weights = dict(cfg.model.loss_weights)
-    assert {k: weights[k] for k in ("reenact_pix", "reenact_id", "reenact_attr", "reenact_seg", "reenact_adv")} == {
-        "reenact_pix": 0.1, "reenact_id": 0.5, "reenact_attr": 0.5, "reenact_seg": 0.1, "reenact_adv": 0.001}
+    assert {k: v for k, v in weights.items() if k.startswith("reenact_")} == {  # official v1 stepwise, halves folded
+        "reenact_pix": 0.05, "reenact_id": 0.25, "reenact_attr": 0.25, "reenact_seg": 0.005, "reenact_adv": 0.001,
+        "reenact_step_pix": 0.05, "reenact_step_id": 0.5, "reenact_step_seg": 0.005}
     assert cfg.experts.perceptual.registry_key == "fsgan_vgg19_vggface2"
     assert cfg.experts.perceptual_attr.registry_key == "fsgan_vgg19_celeba_attr"
     assert cfg.callbacks.model_checkpoint.monitor == cfg.optimized_metric == "val/g/total"

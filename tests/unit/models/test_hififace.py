@@ -64,14 +64,29 @@ def test_forward_shapes_and_masks_in_unit_range(resolution):
     assert r.swap.abs().max() <= 1
 
 
-def test_upsampler_is_4x_at_256_and_512_layouts():
-    for side, refine in ((64, 1), (512, 2)):  # 512: the paper adds one res-block to F_up
-        g = HifiFaceGenerator(side, base_channels=4, max_channels=8, refine_blocks=refine)
-        assert len(g.sff.upsampler) == 2 + refine
-        z = torch.randn(1, g.sff.encoder_block.conv1.in_channels, side // 4, side // 4)
-        assert g.sff.upsampler(z).shape[-2:] == (side, side)
-    r = g(torch.zeros(1, 3, 512, 512), torch.zeros(1, g.style_dim))
-    assert r.swap.shape == (1, 3, 512, 512) and r.low.shape == (1, 3, 128, 128)
+def test_f_up_reaches_the_output_side_from_a_quarter_of_the_face_networks():
+    # 256: the face network at 256, F_up 4x; the paper's 512: the same face network, F_up 8x (a third up-sampling
+    # res-block); the whole network at 512 (the other reading): F_up 4x from 128 with one more refine block
+    for side, face, refine, ups in ((64, None, 1, 2), (128, 64, 1, 3), (512, 512, 2, 2)):
+        g = HifiFaceGenerator(side, face_resolution=face, base_channels=4, max_channels=8, refine_blocks=refine)
+        assert len(g.sff.upsampler) == ups + refine
+        assert sum(block.resample == "up" for block in g.sff.upsampler) == ups
+        r = g(torch.rand(1, 3, side, side) * 2 - 1, torch.zeros(1, g.style_dim))
+        low = (face or side) // 4
+        assert r.swap.shape == (1, 3, side, side) and r.mask.shape == (1, 1, side, side)
+        assert r.low.shape == (1, 3, low, low) and r.mask_low.shape == (1, 1, low, low)
+    with pytest.raises(ValueError, match="face_resolution must be a power of two in"):
+        HifiFaceGenerator(64, face_resolution=128)
+
+
+def test_paper_512_is_the_256_network_with_an_up_sampling_block_in_f_up():
+    with torch.device("meta"):
+        paper = [HifiFaceGenerator(side, face_resolution=256, base_channels=64, max_channels=512) for side in (256, 512)]
+    g256, g512 = ({n: p.shape for n, p in g.named_parameters()} for g in paper)
+    assert {n: s for n, s in g512.items() if not n.startswith("sff.upsampler.") and n != "sff.to_out.weight"} == \
+        {n: s for n, s in g256.items() if not n.startswith("sff.upsampler.") and n != "sff.to_out.weight"}
+    assert [b.conv1.out_channels for b in paper[1].sff.upsampler] == [64, 16, 8, 8]  # 3 up-samplings + 1 refine
+    assert sum(p.numel() for p in paper[1].parameters()) == 55_358_589
 
 
 def test_mask_forced_to_zero_returns_the_target_exactly():
@@ -137,7 +152,9 @@ def test_every_term_logged_finite_and_total_is_the_weighted_sum(tmp_path):
     assert d_logs["gp"] > 0
 
 
-def test_overfitting_same_pairs_cuts_reconstruction_5x_and_cycle_returns(tmp_path):
+def test_overfitting_same_pairs_cuts_reconstruction_3x_and_cycle_returns(tmp_path):
+    # 3x, not more: M_tar is the rendered face (the batch's target_mask), so the face is regenerated, not passed
+    # through a near-empty blend mask as it was when a random parser supplied M_tar.
     model, batch = tiny_model(tmp_path)
     assert batch["same"].all()
     source, target = batch["source"], batch["target"]
@@ -152,10 +169,19 @@ def test_overfitting_same_pairs_cuts_reconstruction_5x_and_cycle_returns(tmp_pat
     history = fit_on_batches(model, [batch], steps=120)
     rec = [h["train/g/rec"] for h in history]
     first, last = rec[0], sum(rec[-3:]) / 3
-    assert len(rec) == 120 and first / last >= 5, f"reconstruction only went from {first:.4f} to {last:.4f}"
+    assert len(rec) == 120 and first / last >= 3, f"reconstruction only went from {first:.4f} to {last:.4f}"
     model.eval()
     after = cycle_error()
-    assert after < 0.05 and after < before / 3, f"cycle error {before:.4f} -> {after:.4f}"
+    assert after < before / 2, f"cycle error {before:.4f} -> {after:.4f}"
+
+
+def test_seg_target_is_the_batch_face_mask_when_the_data_has_one(tmp_path):
+    model, batch = tiny_model(tmp_path, "model.mask_dilation=0")
+    target = batch["target"]
+    assert torch.equal(model.target_mask(target, batch)[:, 0], (batch["target_mask"] == 1).to(target.dtype))
+    parsed = model.experts.parsing.masks(target, hard=True)["face"].to(target.dtype)
+    assert torch.equal(model.target_mask(target), parsed)  # no labels: the parsing expert
+    assert torch.equal(model.target_mask(target.clone(), batch), parsed)  # labels of another tensor: not used
 
 
 def test_shape_loss_step_changes_generator_but_not_3dmm_or_arcface(tmp_path):

@@ -9,7 +9,7 @@ import torch
 
 from swaplab.imaging import clone_center, seamless_clone, to_uint8
 from swaplab.nets.layers import make_norm
-from swaplab.nets.unet import UNet
+from swaplab.nets.unet import StridedUNet, UNet
 
 
 def test_classic_unet_size_and_shapes():
@@ -19,6 +19,25 @@ def test_classic_unet_size_and_shapes():
     assert net(torch.randn(2, 6, 32, 32)).shape == (2, 3, 32, 32)
     with pytest.raises(ValueError, match="divisible by 4"):
         net(torch.randn(1, 6, 30, 32))
+
+
+def test_strided_unet_has_the_public_hear_nets_five_down_samplings_weights_and_flops():
+    """taotaonice/FaceShifter network/HEAR_Net.py: 6 -> 64, 128, 256, 512, 512 by 4x4 stride-2 convs (256 -> 8x8),
+    16.663M weights of which 2432 conv biases (redundant before BatchNorm, left out here), 11.4 GFLOPs at 256."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        net, x = StridedUNet(6, 3), torch.zeros(1, 6, 256, 256)
+        sides = []
+        for block in net.down:
+            block.register_forward_hook(lambda m, i, out: sides.append(out.shape[-1]))
+        with FlopCounterMode(display=False) as flops:
+            y = net(x)
+    assert sides == [128, 64, 32, 16, 8] and y.shape == (1, 3, 256, 256)
+    assert sum(p.numel() for p in net.parameters()) + 2432 == 16_663_043
+    assert flops.get_total_flops() / 1e9 == pytest.approx(11.39, abs=0.01)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        StridedUNet(6, 3, widths=(8, 16, 32))(torch.zeros(1, 6, 20, 20))
 
 
 def test_unet_skip_connections_carry_full_resolution_detail():

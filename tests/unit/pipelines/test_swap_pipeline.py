@@ -14,6 +14,7 @@ import torch
 from helpers import TINY, compose_config, load_benchmark, run_cli
 from skimage.data import astronaut
 
+from swaplab.experts.detection import Detections
 from swaplab.faces.templates import get_template
 from swaplab.imaging import to_uint8
 from swaplab.pipelines import FaceSwapPipeline, NoFaceError, SwapOptions, swap_video
@@ -42,6 +43,27 @@ def two_faces() -> np.ndarray:
     frame[:, :160] = face
     frame[24:136, 184:296] = cv2.resize(face[:, ::-1], (112, 112), interpolation=cv2.INTER_AREA)
     return frame
+
+
+def group_photo() -> tuple[np.ndarray, dict[str, tuple[slice, slice]]]:
+    """A 300 x 640 composite of real photos: two people (the astronaut, large; the cameraman) and small
+    distractors: the astronaut again as a small reflection, her face on its side (MTCNN scores it 0.87), and a
+    cat, a coffee cup and a rocket (no detection). Returns the image and where each piece sits."""
+    from skimage.data import camera, chelsea, coffee, rocket
+
+    canvas = np.full((300, 640, 3), 70, np.uint8)
+    pieces = {"astronaut": (astronaut()[20:276, 100:356], 0, 20, 260),
+              "cameraman": (np.repeat(camera()[60:280, 130:350, None], 3, -1), 270, 60, 170),
+              "reflection": (astronaut()[20:276, 356:100:-1], 450, 10, 64),
+              "on its side": (np.rot90(astronaut()[20:276, 100:356]), 450, 110, 96),
+              "cat": (chelsea()[30:250, 100:320], 560, 20, 70),
+              "cup": (coffee()[50:350, 150:450], 560, 110, 70),
+              "rocket": (rocket()[100:300, 150:350], 450, 220, 70)}
+    regions = {}
+    for name, (image, x, y, side) in pieces.items():
+        regions[name] = np.s_[y : y + side, x : x + side]
+        canvas[regions[name]] = cv2.resize(np.ascontiguousarray(image), (side, side), interpolation=cv2.INTER_AREA)
+    return canvas, regions
 
 
 def changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -191,7 +213,7 @@ def test_swap_cli_on_photos_and_videos(checkpoint, tmp_path):
     assert cv2.imread(str(out / "wall_swap.png")).shape == (64, 64, 3)
     common = [f"ckpt={checkpoint}", f"source={inputs / 'astronaut.jpg'}", f"output={tmp_path / 'out2'}"]
     cfg = compose_config("swap", tmp_path, [*common, f"target={inputs / 'wall.png'}", "on_no_face=error"])
-    with pytest.raises(NoFaceError, match="no face found in .*wall.png"):
+    with pytest.raises(NoFaceError, match="no face to swap in .*wall.png"):
         swap(cfg)
     cfg = compose_config("swap", tmp_path, [*common, f"target={inputs / 'broken.jpg'}"])
     with pytest.raises(ValueError, match="cannot read image .*broken.jpg"):
@@ -205,3 +227,71 @@ def test_inference_benchmark_tiny_reports_json(capsys):
     assert printed == result and printed["generator"]["swaps"] == 16 and printed["generator"]["swaps_per_second"] > 0
     assert printed["video"]["frames"] == 8 and printed["video"]["faces_swapped"] == 8
     assert printed["video"]["frames_per_second"] > 0
+
+
+def test_output_naming_a_file_writes_that_file_and_anything_else_a_folder(checkpoint, tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    cv2.imwrite(str(inputs / "astronaut.jpg"), cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(inputs / "wall.png"), np.full((64, 64, 3), 200, np.uint8))
+    write_video(inputs / "clip.mp4", blank_frames=set(), frames=2, audio=False)
+
+    def run(target: Path, output: Path, *extra: str) -> dict:
+        return swap(compose_config("swap", tmp_path, [f"ckpt={checkpoint}", f"source={inputs / 'astronaut.jpg'}",
+                                                      f"target={target}", f"output={output}", "progress=false",
+                                                      *extra]))
+
+    summary = run(inputs / "astronaut.jpg", tmp_path / "out" / "result.png")
+    assert (tmp_path / "out" / "result.png").is_file() and sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "result.png", "result.summary.json"]
+    assert summary["outputs"] == [str(tmp_path / "out" / "result.png")]
+    assert cv2.imread(str(tmp_path / "out" / "result.png")).shape == astronaut().shape
+    run(inputs / "clip.mp4", tmp_path / "out" / "result.mov")
+    assert len(read_video(tmp_path / "out" / "result.mov")[0]) == 2
+    run(inputs / "wall.png", tmp_path / "aligned" / "crop.jpg", "aligned=true")
+    assert cv2.imread(str(tmp_path / "aligned" / "crop.jpg")).shape == (32, 32, 3)  # the model's side
+
+    summary = run(inputs / "astronaut.jpg", tmp_path / "folder")  # no suffix: a folder, even for one input
+    assert summary["outputs"] == [str(tmp_path / "folder" / "astronaut_swap.png")]
+    assert (tmp_path / "folder" / "summary.json").is_file()
+    with pytest.raises(ValueError, match="names one file, but the target holds 3 inputs"):
+        run(inputs, tmp_path / "many.png")
+    with pytest.raises(ValueError, match="is an image file, but the target clip.mp4 is a video"):
+        run(inputs / "clip.mp4", tmp_path / "frame.png")
+    assert not (tmp_path / "many.png").exists() and not (tmp_path / "frame.png").exists()
+
+
+def test_screening_rejects_low_scores_and_small_boxes_by_first_reason():
+    pipe = FaceSwapPipeline(None, None, get_template("faceshifter_256"), SwapOptions())
+    sides, scores = np.array([200, 50, 25, 800, 100]), np.array([0.99, 0.99, 0.99, 0.5, 0.96])
+    boxes = np.stack([np.zeros(5), np.zeros(5), sides, sides * 1.3], 1).astype(np.float32)  # shorter side: width
+    reasons = pipe.screen(Detections(boxes, scores, np.zeros((5, 5, 2))), image_side=1000)
+    # 50 < 0.3 x 200 (the largest CONFIDENT face: the 800 box scored 0.5); 25 < 0.03 x 1000 comes first
+    assert reasons.tolist() == ["", "smaller than 0.3 of the largest face", "smaller than 0.03 of the image",
+                                "score below 0.95", ""]
+
+
+def test_group_photo_swaps_the_people_and_not_the_distractors(checkpoint, tmp_path):
+    photo, regions = group_photo()
+    cv2.imwrite(str(tmp_path / "group.png"), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+
+    def run(*options: str) -> tuple[dict, np.ndarray]:
+        cfg = compose_config("swap", tmp_path, [f"ckpt={checkpoint}", f"source={tmp_path / 'group.png'}",
+                                                f"target={tmp_path / 'group.png'}", f"output={tmp_path / 'out.png'}",
+                                                "pipeline.select=all", *options])
+        summary = swap(cfg)
+        return summary, cv2.cvtColor(cv2.imread(str(tmp_path / "out.png")), cv2.COLOR_BGR2RGB)
+
+    summary, result = run()
+    counts = {"faces_found": 4, "faces_swapped": 2,
+              "faces_rejected": {"score below 0.95": 1, "smaller than 0.3 of the largest face": 1}}
+    assert summary["faces"] == counts and summary["results"]["group.png"] == {"output": str(tmp_path / "out.png"),
+                                                                              **counts}
+    diff = changed(result, photo)
+    people = np.zeros(diff.shape, bool)
+    for name in ("astronaut", "cameraman"):
+        assert diff[regions[name]].mean() > 0.05, name
+        people[regions[name]] = True
+    assert not diff[~people].any()  # distractors and background keep their exact pixels
+    summary, _ = run("pipeline.min_score=0", "pipeline.min_face_of_largest=0")
+    assert summary["faces"]["faces_swapped"] == 4  # the distractors are found: the screening is what rejects them

@@ -1,7 +1,12 @@
 """FaceShifter (Li et al. 2019), stage 2: HEAR-Net trained on top of a frozen, trained AEI-Net.
 
-L = L_id + L_chg + L_rec (weights from conf/model/faceshifter_hear.yaml): L_id = 1 - cos(z_id(Y), z_id(X_s)),
-L_chg = |Y - Y^_st|_1 (stay close to the AEI result), L_rec = 0.5 ||Y - X_t||^2 on pairs with X_s = X_t.
+L = L_id + L_chg + L_rec, the paper's 1:1:1 (conf/model/faceshifter_hear.yaml): L_id = 1 - cos(z_id(Y), z_id(X_s)),
+L_chg = |Y - Y^_st|_1 (stay close to the AEI result), L_rec = 0.5 ||Y - X_t||^2 on pairs with X_s = X_t, by default
+relative to the AEI result's own (`reconstruction_scale="aei_error"`): 0.5 ||Y - X_t||^2 / 0.5 ||Y^_st - X_t||^2, the
+share of AEI-Net's reconstruction error (on X_s = X_t pairs, of the heuristic error's energy) HEAR-Net leaves; 1 at
+the start. On absolute pixel means in [-1, 1] the L1 change term outweighs the half-L2 reconstruction wherever
+|Y - X_t| < 1, so with 1:1:1 HEAR-Net does not move; the relative error is scale-free, and its pull balances the
+change term only once Y is within about half AEI-Net's mean squared error of X_t.
 Targets get random occluders in the training step (swaplab.data.occlusion), as in the public
 re-implementations, so that L_rec teaches HEAR-Net to put back what AEI-Net drops.
 
@@ -30,6 +35,8 @@ from swaplab.models.loading import checkpoint_config
 from swaplab.models.stages import Predecessors, load_predecessors, self_contained_config
 
 AEI = FaceShifter.network_name
+RECONSTRUCTION_SCALES = ("aei_error", "none")
+MIN_REFERENCE_ERROR = 1e-3  # floor of the AEI result's loss (0.5 mean sq.: an RMS error of 0.045 in [-1, 1])
 HOW_TO_GET_AEI = ("train the AEI-Net first (python train.py experiment=faceshifter_paper, or model=faceshifter "
                   "for the CPU demo) and pass its checkpoint, e.g. predecessor_ckpt=<run dir>/checkpoints/last.ckpt "
                   "(model.predecessor_ckpt=... when not using experiment=faceshifter_hear)")
@@ -54,6 +61,7 @@ class FaceShifterHEAR(SwapModule):
     AEI result in `extras["aei"]`, or the AEI result itself when `refine` is False."""
 
     generator_terms = ("id", "chg", "rec")
+    pair_terms = {"rec": "same_image"}  # the paper: L_rec = 0.5 ||Y_st - X_t||^2 "if X_t = X_s"
     required_experts = ("identity",)
     network_name = "hear_net"
 
@@ -67,6 +75,7 @@ class FaceShifterHEAR(SwapModule):
         occlusion: RandomOccluders | None = None,      # occluders pasted onto training targets (None: off)
         refine: bool = True,                           # False: forward returns the AEI-Net result
         reconstruction: str = "half_l2",               # L_rec kind (ReconstructionLoss)
+        reconstruction_scale: str = "aei_error",       # L_rec relative to the AEI result's ("aei_error") or "none"
         **base_kwargs,
     ) -> None:
         super().__init__(generator=generator, discriminator=None, **base_kwargs)
@@ -86,6 +95,9 @@ class FaceShifterHEAR(SwapModule):
         self.occlusion = occlusion
         self.refine = refine
         self.identity_loss = IdentityLoss()
+        if reconstruction_scale not in RECONSTRUCTION_SCALES:
+            raise ValueError(f"reconstruction_scale must be one of {RECONSTRUCTION_SCALES}, got {reconstruction_scale!r}")
+        self.reconstruction_scale = reconstruction_scale
         self.reconstruction_loss = ReconstructionLoss(reconstruction)
 
     def _check_identity_expert(self, recorded: Mapping[str, Any], path: str) -> None:
@@ -118,22 +130,35 @@ class FaceShifterHEAR(SwapModule):
         return {
             "id": self.identity_loss(self.experts.identity(out.swap), out.extras["z_id"]),
             "chg": F.l1_loss(out.swap, out.extras["aei"]),
-            "rec": self.reconstruction_loss(out.swap, batch["target"], where=batch["same_image"]),
+            "rec": self.reconstruction_loss(out.swap, batch["target"], where=self.pairs_of("rec", batch),
+                                            scale=self._reconstruction_scale(batch, out)),
         }
 
-    def occlude(self, batch: Batch) -> Batch:
+    def _reconstruction_scale(self, batch: Batch, out: SwapOutput) -> torch.Tensor | None:
+        """Per-sample divisor of L_rec: the AEI result's own reconstruction loss (floored), or None."""
+        if self.reconstruction_scale == "none":
+            return None
+        reference = self.reconstruction_loss.per_sample(out.extras["aei"], batch["target"]).detach()
+        return reference.clamp_min(MIN_REFERENCE_ERROR)
+
+    def occlude(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
         """The batch with occluders pasted onto the targets (sources stay clean: z_id(X_s) is the identity to
-        keep, and for X_s = X_t pairs the occluded X_t is exactly what L_rec should reproduce)."""
+        keep, and for X_s = X_t pairs the occluded X_t is exactly what L_rec should reproduce), drawn from
+        `generator` (training: the step's, see SwapModule.step_generator)."""
         if self.occlusion is None:
             return batch
-        target, mask = self.occlusion(batch["target"])
+        target, mask = self.occlusion(batch["target"], generator=generator)
         return {**batch, "target": target, "occluder_mask": mask}
 
     # ---- training -------------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         if not self.refine:
             raise ValueError("refine=False is an inference switch (AEI-Net output only); HEAR-Net trains with refine")
-        super().training_step(self.occlude(batch), batch_idx)
+        super().training_step(self.training_batch(batch, batch_idx), batch_idx)
+
+    def training_batch(self, batch: Batch, batch_idx: int) -> Batch:
+        """What the training step trains on: the batch with this step's occluders (own per process and step)."""
+        return self.occlude(batch, self.step_generator(batch_idx))
 
     def parameter_counts(self) -> dict[str, int]:
         return {**super().parameter_counts(), "params/aei_frozen": sum(p.numel() for p in self.aei.parameters())}

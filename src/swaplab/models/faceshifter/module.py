@@ -2,7 +2,8 @@
 
 L = adv + 10 L_att + 5 L_id + 10 L_rec (weights from conf/model/faceshifter.yaml):
 L_att = 0.5 sum_k ||z_att^k(Y) - z_att^k(X_t)||^2, L_id = 1 - cos(z_id(Y), z_id(X_s)),
-L_rec = 0.5 ||Y - X_t||^2 on pairs with X_s = X_t (batch["same_image"]: the same image, not only the same person).
+L_rec = 0.5 ||Y - X_t||^2 on pairs with X_s = X_t (`same_image` pairs: the same image, not only the same person;
+model.pair_rates gives their share).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from swaplab.models.faceshifter.aei_net import AEINet
 
 class FaceShifter(SwapModule):
     generator_terms = ("adv", "att", "id", "rec")
+    pair_terms = {"rec": "same_image"}  # the paper: L_rec "if X_t = X_s"
     required_experts = ("identity",)
     network_name = "aei_net"  # what HEAR-Net's model.predecessor_ckpt must hold trained
 
@@ -39,7 +41,7 @@ class FaceShifter(SwapModule):
             "adv": self.adversarial.generator(self.discriminator(out.swap)),
             "att": self.attribute_loss(out.extras["attribute_encoder"](out.swap), out.extras["z_att"]),
             "id": self.identity_loss(self.experts.identity(out.swap), out.extras["z_id"]),
-            "rec": self.reconstruction_loss(out.swap, batch["target"], where=batch["same_image"]),
+            "rec": self.reconstruction_loss(out.swap, batch["target"], where=self.pairs_of("rec", batch)),
         }
 
     def discriminator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:

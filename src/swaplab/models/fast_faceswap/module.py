@@ -23,6 +23,9 @@ from swaplab.models.base import Batch, SwapModule, SwapOutput
 from swaplab.models.fast_faceswap.network import TransformationNet
 from swaplab.models.fast_faceswap.postprocess import clone_face_back
 from swaplab.models.fast_faceswap.style_bank import StyleBank
+from swaplab.runtime import get_logger
+
+log = get_logger(__name__)
 
 
 class FastFaceSwap(SwapModule):
@@ -31,6 +34,7 @@ class FastFaceSwap(SwapModule):
 
     generator_terms = ("content", "style", "light", "tv")
     required_experts = ("perceptual", "lighting")
+    experts_on_own_crops = ("perceptual",)  # content and style losses are defined on the frontal-aligned crops
     uses_source = False
 
     def __init__(
@@ -62,6 +66,7 @@ class FastFaceSwap(SwapModule):
         self.selection_layer = selection_layer
         self.paste_back, self.paste_regions = paste_back, tuple(paste_regions)
         self.style_bank = StyleBank()
+        self.g_loss.shares = True  # its weights come from another loss normalisation: show what each term weighs
 
     def generate(self, source: torch.Tensor, target: torch.Tensor, generator: nn.Module) -> SwapOutput:
         return SwapOutput(generator(target))
@@ -80,6 +85,10 @@ class FastFaceSwap(SwapModule):
             if self.style_set is None:
                 raise ValueError("FastFaceSwap has no style images: give model.style_set (data.style_sets)")
             self.style_bank.fill(self.style_set.load())
+            if len(self.style_bank) < self.n_best:
+                log.warning("the style set has %d images, fewer than n_best=%d: every input is compared with all "
+                            "of them (more photos of the person give the style loss closer matches)",
+                            len(self.style_bank), self.n_best)
         side = self.generator.resolution
         if self.style_bank.images.shape[-1] != side:
             raise ValueError(f"style images are {self.style_bank.images.shape[-1]} px, the network takes {side}")

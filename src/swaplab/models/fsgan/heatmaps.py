@@ -1,5 +1,5 @@
-"""Landmark conditioning for FSGAN's reenactment generator: Gaussian heatmaps and the stepwise interpolation of
-landmarks and Euler angles from the source's view to the target's."""
+"""Landmark conditioning for FSGAN's reenactment generator: Gaussian heatmaps and the linear path of landmarks
+from the source's view to the target's (the midpoint of stepwise training, the steps of inference)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def interpolation_weights(num_steps: int, device: torch.device | None = None) ->
 
 
 def interpolate_views(source: torch.Tensor, target: torch.Tensor, num_steps: int) -> torch.Tensor:
-    """Linear path from `source` to `target` (any B x ... tensors: landmarks B x 68 x 2, Euler angles B x 3):
+    """Linear path from `source` to `target` (any B x ... tensors, e.g. landmarks B x 68 x 2):
     (num_steps + 1) x B x ..., step 0 equal to the source and the last step equal to the target exactly."""
     if source.shape != target.shape:
         raise ValueError(f"source and target views differ in shape: {tuple(source.shape)} vs {tuple(target.shape)}")

@@ -3,28 +3,30 @@ blending (Gb), trained one stage at a time in the order segmentation -> reenactm
 
 `stage` picks the generator that trains; the earlier stages' generators come from `predecessor_ckpt` (the
 previous stage's checkpoint, which must record them as trained: swaplab.models.stages) and stay frozen, so the
-last stage's checkpoint holds the whole pipeline. Terms (weights in
-conf/model/fsgan.yaml, one flat map for all stages; official: rec = 0.1 pix + 0.5 id + 0.5 attr, seg 0.1,
-adv 0.001 with LSGAN and a multi-scale PatchGAN):
+last stage's checkpoint holds the whole pipeline. Terms (weights in conf/model/fsgan.yaml, one flat map for all
+stages; LSGAN against a multi-scale PatchGAN; pix = L1, id / attr = the VGGFace2 / CelebA VGG19 losses):
   segmentation: seg_ce = cross-entropy of Gs(x) against the 3-class labels of source and target.
-  reenactment:  the landmarks and Euler angles are interpolated from source to target over the steps; each step
-                re-renders the previous output under that step's landmark heatmaps; reenact_pix / _id / _attr =
-                L1 / VGGFace2-VGG / CelebA-VGG distance to the target averaged over every step, on same-identity
-                pairs; reenact_seg = cross-entropy of Gr's segmentation; reenact_adv on the last step.
+  reenactment:  the stepwise training of the official v1 train_reenactment_stepwise.py, on same-identity pairs:
+                the direct path Gr(source, target landmarks) -> reenact_pix / _id / _attr against the target,
+                reenact_seg = cross-entropy of its segmentation, reenact_adv (the D sees the direct output only);
+                the two-step path Gr(Gr(source, midpoint landmarks), target landmarks) -> reenact_step_pix /
+                _id (no attribute term) against the target, reenact_step_seg. The midpoint render itself is
+                compared with nothing: only where the two steps end is. Inference runs `num_steps` applications
+                of Gr along the landmark path (the official stepwise inference: a fixed 2).
   inpainting:   Gc fills the reenacted face (random holes cut in training) inside the target's face mask;
                 inpaint_* against the target's own face (same-identity pairs); the D sees that face as real.
   blending:     Gb blends the inpainted face transferred into the target; blend_* against the Poisson blending
                 (cv2.seamlessClone NORMAL_CLONE) of that transfer into the target, on every pair.
-Landmarks, poses and segmentation labels: the batch's ground truth `<side>_landmarks` / `<side>_pose` /
-`<side>_mask` when the batch has them (data=synthetic); else the `landmarks` (dlib 68), `pose` (Hopenet) experts,
-and for labels Gs (the parser expert for Gs's own training labels).
+Landmarks and segmentation labels: the batch's ground truth `<side>_landmarks` / `<side>_mask` when the batch
+has them (data=synthetic); else the `landmarks` expert (dlib 68) and, for labels, Gs (the parser expert for
+Gs's own training labels). The `pose` expert (Hopenet) gives the (yaw, pitch) of source views for face view
+interpolation at inference (swaplab.models.fsgan.views).
 """
 
 from __future__ import annotations
 
 import functools
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -45,6 +47,7 @@ from swaplab.models.fsgan.generators import (
     transfer,
 )
 from swaplab.models.fsgan.heatmaps import interpolate_views, landmark_heatmaps
+from swaplab.models.fsgan.views import ViewMap, blend_views
 from swaplab.models.stages import load_predecessors, self_contained_config
 
 
@@ -61,6 +64,7 @@ HOW_TO_CHAIN = (f"train the FSGAN stages in order ({' -> '.join(STAGES)}) and pa
 
 class FSGAN(SwapModule):
     generator_terms = ("seg_ce", "reenact_pix", "reenact_id", "reenact_attr", "reenact_seg", "reenact_adv",
+                       "reenact_step_pix", "reenact_step_id", "reenact_step_seg",
                        "inpaint_pix", "inpaint_id", "inpaint_attr", "inpaint_adv",
                        "blend_pix", "blend_id", "blend_attr", "blend_adv")
     required_experts = ("landmarks", "pose", "parsing", "perceptual", "perceptual_attr")
@@ -73,10 +77,10 @@ class FSGAN(SwapModule):
         predecessor_ckpt: str | None = None,  # the previous stage's checkpoint: the frozen earlier generators
         allow_random_predecessors: bool = False,  # no predecessor_ckpt: random frozen generators (tests only)
         predecessor_record: dict | None = None,  # filled in checkpoints' configs: frozen weights in the state dict
-        num_steps: int = 2,                  # reenactment steps from the source's view to the target's
-        max_step_angle: float | None = None,  # if set: ceil(largest angle change / this) steps, at most num_steps
+        num_steps: int = 2,                  # inference: applications of Gr from the source's view to the target's
         heatmap_sigma: float = 2.0,          # landmark Gaussian std in pixels of a 256 crop (scaled with the side)
         progressive_steps: int = 0,          # first steps at half resolution, global U-Net only (128 -> 256)
+        full_resolution_lr: Mapping[str, float] | None = None,  # {"g", "d"}: fresh optimizers at these lrs at 256
         **base_kwargs: Any,
     ) -> None:
         if stage not in STAGES:
@@ -84,12 +88,17 @@ class FSGAN(SwapModule):
         if num_steps < 1 or heatmap_sigma <= 0 or progressive_steps < 0:
             raise ValueError(f"need num_steps >= 1, heatmap_sigma > 0, progressive_steps >= 0; got {num_steps}, "
                              f"{heatmap_sigma}, {progressive_steps}")
-        if max_step_angle is not None and max_step_angle <= 0:
-            raise ValueError(f"max_step_angle must be > 0 or null, got {max_step_angle}")
         super().__init__(generator=generator, discriminator=None if stage == "segmentation" else discriminator,
                          **base_kwargs)
-        self.stage, self.num_steps, self.max_step_angle = stage, num_steps, max_step_angle
+        self.stage, self.num_steps = stage, num_steps
         self.heatmap_sigma, self.progressive_steps = heatmap_sigma, progressive_steps
+        self.full_resolution_lr = dict(full_resolution_lr or {})
+        if self.full_resolution_lr and (not progressive_steps or not set(self.full_resolution_lr) <= {"g", "d"}):
+            raise ValueError(f"full_resolution_lr ({self.full_resolution_lr}) takes keys g / d and needs "
+                             "progressive_steps > 0")
+        if progressive_steps and stage == "segmentation":
+            raise ValueError("progressive training runs the multi-scale generators (Gr, Gc, Gb), not Gs")
+        self._full_resolution_started = False
         earlier = STAGES[: STAGES.index(stage)]
         self.predecessors = load_predecessors(f"FSGAN stage {stage}", earlier, predecessor_ckpt,
                                               allow_random_predecessors, predecessor_record, HOW_TO_CHAIN)
@@ -124,28 +133,20 @@ class FSGAN(SwapModule):
         return self
 
     # ---- the batch's ground truth, else the experts ---------------------------------------------
-    @staticmethod
-    def _ground_truth(images: torch.Tensor, key: str, truth: Batch | None) -> torch.Tensor | None:
-        """`<side>_<key>` of the batch `truth` when `images` is that batch's `<side>` tensor itself."""
-        for side in ("source", "target"):
-            if truth is not None and truth.get(side) is images and f"{side}_{key}" in truth:
-                return truth[f"{side}_{key}"]
-        return None
-
     def landmarks(self, images: torch.Tensor, truth: Batch | None = None) -> torch.Tensor:
-        found = self._ground_truth(images, "landmarks", truth)
+        found = self.batch_truth(images, "landmarks", truth)
         return found.to(images.dtype) if found is not None else dlib_landmarks(self.experts.landmarks, images)
 
     @torch.no_grad()
     def pose(self, images: torch.Tensor, truth: Batch | None = None) -> torch.Tensor:
-        found = self._ground_truth(images, "pose", truth)
+        found = self.batch_truth(images, "pose", truth)
         return found.to(images.dtype) if found is not None else self.experts.pose(images)
 
     @torch.no_grad()
     def labels(self, images: torch.Tensor, segmenter: Callable[[torch.Tensor], torch.Tensor],
                truth: Batch | None = None) -> torch.Tensor:
         """B x H x W labels (background / face / hair): the batch's `*_mask`, else segmenter(images) arg-max."""
-        found = self._ground_truth(images, "mask", truth)
+        found = self.batch_truth(images, "mask", truth)
         return found.long() if found is not None else segmenter(images).argmax(1)
 
     def parser_logits(self, images: torch.Tensor) -> torch.Tensor:
@@ -161,35 +162,53 @@ class FSGAN(SwapModule):
                 return generator[stage](x)
         return generator[stage](x, global_only=True) if global_only else generator[stage](x)
 
-    def steps_for(self, source_pose: torch.Tensor, target_pose: torch.Tensor) -> int:
-        if self.max_step_angle is None:
-            return self.num_steps
-        largest = float((target_pose - source_pose).abs().max()) if source_pose.numel() else 0.0
-        return max(1, min(self.num_steps, math.ceil(largest / self.max_step_angle)))
+    def render(self, generator: FSGANGenerators, image: torch.Tensor, points: torch.Tensor,
+               global_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gr once: `image` under the heatmaps of the landmarks `points` -> (RGB, segmentation logits)."""
+        sigma = self.heatmap_sigma * image.shape[-1] / 256
+        heatmaps = landmark_heatmaps(points, image.shape[-1], sigma)
+        out = self._run(generator, "reenactment", torch.cat([image, heatmaps], dim=1), global_only)
+        return out[:, :3], out[:, 3:]
 
     def reenact(self, generator: FSGANGenerators, source: torch.Tensor, target: torch.Tensor,
-                truth: Batch | None = None, global_only: bool = False
-                ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Stepwise reenactment: (the image of every step, Gr's segmentation logits of the last, angle path)."""
-        source_pose, target_pose = self.pose(source, truth), self.pose(target, truth)
-        steps = self.steps_for(source_pose, target_pose)
-        points = interpolate_views(self.landmarks(source, truth), self.landmarks(target, truth), steps)
-        angles = interpolate_views(source_pose, target_pose, steps)
-        sigma = self.heatmap_sigma * source.shape[-1] / 256
+                truth: Batch | None = None, global_only: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Inference reenactment: `num_steps` applications of Gr, each re-rendering the previous output under the
+        next landmarks of the linear path from the source's to the target's -> (every step's image, Gr's
+        segmentation logits of the last)."""
+        return self._reenact_to(generator, source, self.landmarks(source, truth), self.landmarks(target, truth),
+                                global_only)
+
+    def _reenact_to(self, generator: FSGANGenerators, source: torch.Tensor, source_points: torch.Tensor,
+                    target_points: torch.Tensor, global_only: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
+        points = interpolate_views(source_points, target_points, self.num_steps)
         image, images = source, []
-        for j in range(1, steps + 1):
-            heatmaps = landmark_heatmaps(points[j], source.shape[-1], sigma)
-            out = self._run(generator, "reenactment", torch.cat([image, heatmaps], dim=1), global_only)
-            image, seg_logits = out[:, :3], out[:, 3:]
+        for j in range(1, self.num_steps + 1):
+            image, seg_logits = self.render(generator, image, points[j], global_only)
             images.append(image)
-        return images, seg_logits, angles
+        return images, seg_logits
+
+    def stepwise_training(self, generator: FSGANGenerators, source: torch.Tensor, target: torch.Tensor,
+                          truth: Batch | None = None, global_only: bool = False) -> SwapOutput:
+        """The reenactment stage's training paths: direct (one Gr) and two-step (through the midpoint landmarks),
+        both ending at the target's landmarks. The official midpoint rotates the source's 3D landmarks half way
+        to the target's pose; with 2D landmarks it is their mean here (pose and expression half way)."""
+        source_points, target_points = self.landmarks(source, truth), self.landmarks(target, truth)
+        direct, direct_seg = self.render(generator, source, target_points, global_only)
+        midpoint_points = interpolate_views(source_points, target_points, 2)[1]
+        midpoint, _ = self.render(generator, source, midpoint_points, global_only)
+        two_step, two_step_seg = self.render(generator, midpoint, target_points, global_only)
+        return SwapOutput(direct, {"direct_seg": direct_seg, "midpoint": midpoint, "two_step": two_step,
+                                   "two_step_seg": two_step_seg, "adv_fake": direct, "adv_real": target})
 
     def generate(self, source: torch.Tensor, target: torch.Tensor, generator: nn.Module) -> SwapOutput:
         return self.swap_path(source, target, generator)
 
     def generate_batch(self, batch: Batch, generator: nn.Module) -> SwapOutput:
-        """With the batch's ground truth; the progressive phase trains the global U-Net alone."""
+        """With the batch's ground truth; the progressive phase trains the global U-Net alone. The reenactment
+        stage trains (and validates) on its direct and two-step paths."""
         progressive = self.training and self.global_step < self.progressive_steps
+        if self.stage == "reenactment":
+            return self.stepwise_training(generator, batch["source"], batch["target"], batch, progressive)
         return self.swap_path(batch["source"], batch["target"], generator, batch, progressive)
 
     def swap_path(self, source: torch.Tensor, target: torch.Tensor, generator: nn.Module,
@@ -200,8 +219,14 @@ class FSGAN(SwapModule):
         if self.stage == "segmentation":
             logits = self._run(generator, "segmentation", torch.cat([source, target]), global_only)
             return SwapOutput(target, {"seg_logits": logits})
-        images, seg_logits, angles = self.reenact(generator, source, target, truth, global_only)
-        extras: dict[str, Any] = {"steps": images, "seg_logits": seg_logits, "angles": angles}
+        images, seg_logits = self.reenact(generator, source, target, truth, global_only)
+        return self._complete(generator, images, seg_logits, target, truth, global_only)
+
+    def _complete(self, generator: nn.Module, images: list[torch.Tensor], seg_logits: torch.Tensor,
+                  target: torch.Tensor, truth: Batch | None = None, global_only: bool = False,
+                  extras: dict[str, Any] | None = None) -> SwapOutput:
+        """The swap path after the reenactment (`images`: its steps, the last one reenacted to the target)."""
+        extras = (extras or {}) | {"steps": images, "seg_logits": seg_logits}
         if self.stage == "reenactment":
             return SwapOutput(images[-1], extras | {"adv_fake": images[-1], "adv_real": target})
         segment = generator.segmentation
@@ -223,30 +248,59 @@ class FSGAN(SwapModule):
                             global_only)
         return SwapOutput(blended, extras | {"transfer": swapped, "adv_fake": blended, "adv_real": target})
 
+    # ---- face view interpolation (inference) -------------------------------------------------------
+    def view_map(self, views: torch.Tensor) -> ViewMap:
+        """The triangulated (yaw, pitch) of the source views (N x 3 x H x W crops), from the `pose` expert."""
+        return ViewMap(self.pose(views)[:, :2])
+
+    @torch.no_grad()
+    def swap_views(self, views: torch.Tensor, view_map: ViewMap, target: torch.Tensor,
+                   generator: nn.Module | None = None) -> SwapOutput:
+        """The swap with face view interpolation: each target is reenacted from the source views around its pose
+        (`view_map.weights` of its (yaw, pitch)) and those reenactments are blended with their weights before
+        segmentation, inpainting and blending. extras["views"]: each target's (view indices, weights)."""
+        if self.stage == "segmentation":
+            raise ValueError("face view interpolation needs a reenactment generator: a stage after segmentation")
+        if len(view_map) != len(views):
+            raise ValueError(f"the view map holds {len(view_map)} views, got {len(views)} view images")
+        generator = self.inference_generator if generator is None else generator
+        view_points, target_points = self.landmarks(views), self.landmarks(target)
+        target_angles = self.pose(target)[:, :2]
+        blended, blended_seg, used = [], [], []
+        for b in range(len(target)):
+            indices, weights = view_map.weights(target_angles[b])
+            index = torch.as_tensor(indices, device=views.device)
+            images, seg_logits = self._reenact_to(generator, views[index], view_points[index],
+                                                  target_points[b : b + 1].expand(len(index), -1, -1))
+            blended.append(blend_views(images[-1], weights))
+            blended_seg.append(blend_views(seg_logits, weights))
+            used.append((indices, weights))
+        return self._complete(generator, [torch.stack(blended)], torch.stack(blended_seg), target,
+                              extras={"views": used})
+
     # ---- losses ----------------------------------------------------------------------------------
-    def perceptual(self, images: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample FSGAN VGGLoss (level-weighted L1 of VGG maps) of the identity and the attribute VGG."""
+    def perceptual(self, images: torch.Tensor, reference: torch.Tensor, roles: tuple[str, ...]
+                   ) -> list[torch.Tensor]:
+        """Per-sample FSGAN VGGLoss (level-weighted L1 of VGG maps) under each expert of `roles`."""
         distances = []
-        for expert in (self.experts.perceptual, self.experts.perceptual_attr):
+        for role in roles:
+            expert = getattr(self.experts, role)
             with torch.no_grad():
                 wanted = expert(reference)
             found = expert(images)
             weights = VGG_LOSS_WEIGHTS[-len(found):]
             distances.append(sum(w * (f - r).abs().flatten(1).mean(1) for w, f, r in zip(weights, found, wanted, strict=True)))
-        return distances[0], distances[1]
+        return distances
 
     def reconstruction_terms(self, prefix: str, images: torch.Tensor, reference: torch.Tensor,
-                             where: torch.Tensor | None, repeats: int = 1) -> dict[str, torch.Tensor]:
-        """pix / id / attr of `images` (repeats x B stacked) against `reference` (B), averaged over repeats."""
-        reference_all = reference.repeat(repeats, 1, 1, 1)
-        pix = (images - reference_all).abs().flatten(1).mean(1)
-        identity, attribute = self.perceptual(images, reference_all)
-        terms = {"pix": pix, "id": identity, "attr": attribute}
-        out = {}
-        for name, per_sample in terms.items():
-            per_sample = per_sample.view(repeats, -1).mean(0)
-            out[prefix + name] = per_sample.mean() if where is None else masked_mean(per_sample, where)
-        return out
+                             where: torch.Tensor | None, attribute: bool = True) -> dict[str, torch.Tensor]:
+        """pix (L1), id (VGGFace2 VGG) and, if `attribute`, attr (CelebA VGG) of `images` against `reference`,
+        averaged over the pairs `where` (all if None)."""
+        roles = ("perceptual", "perceptual_attr") if attribute else ("perceptual",)
+        per_sample = [(images - reference).abs().flatten(1).mean(1), *self.perceptual(images, reference, roles)]
+        names = ("pix", "id", "attr")[: len(per_sample)]
+        return {prefix + name: value.mean() if where is None else masked_mean(value, where)
+                for name, value in zip(names, per_sample, strict=True)}
 
     def generator_losses(self, batch: Batch, out: SwapOutput) -> dict[str, torch.Tensor]:
         extras, target, same = out.extras, batch["target"], batch["same"]
@@ -256,12 +310,15 @@ class FSGAN(SwapModule):
             return {"seg_ce": F.cross_entropy(extras["seg_logits"], torch.cat(labels))}
         prefix = STAGE_PREFIX[self.stage]
         adv = {prefix + "adv": self.adversarial.generator(self.discriminator(extras["adv_fake"]))}
-        if self.stage == "reenactment":
-            steps = extras["steps"]
+        if self.stage == "reenactment":  # both paths end at the target's landmarks: both are scored on the target
             labels = self.labels(target, self.generator.segmentation, batch)
-            seg = F.cross_entropy(extras["seg_logits"], labels, reduction="none").flatten(1).mean(1)
-            return self.reconstruction_terms(prefix, torch.cat(steps), target, same, len(steps)) | adv | {
-                "reenact_seg": masked_mean(seg, same)}
+
+            def seg(logits: torch.Tensor) -> torch.Tensor:
+                return masked_mean(F.cross_entropy(logits, labels, reduction="none").flatten(1).mean(1), same)
+
+            return (self.reconstruction_terms("reenact_", out.swap, target, same)
+                    | self.reconstruction_terms("reenact_step_", extras["two_step"], target, same, attribute=False)
+                    | adv | {"reenact_seg": seg(extras["direct_seg"]), "reenact_step_seg": seg(extras["two_step_seg"])})
         if self.stage == "inpainting":
             return self.reconstruction_terms(prefix, extras["inpainted"], extras["inpainting_target"], same) | adv
         poisson = seamless_clone(extras["transfer"], target, extras["target_face"].to(target.dtype))
@@ -275,4 +332,28 @@ class FSGAN(SwapModule):
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         if self.global_step < self.progressive_steps:  # progressive 128 -> 256: half resolution first
             batch = half_resolution(batch)
+        elif self.global_step == self.progressive_steps and not self._full_resolution_started:
+            self.start_full_resolution()
         super().training_step(batch, batch_idx)
+
+    def start_full_resolution(self) -> None:
+        """The 256 px phase as the official code starts it: new optimizers (no Adam moments) at the phase's learning
+        rates, and their step decay restarted."""
+        self._full_resolution_started = True
+        if not self.full_resolution_lr:
+            return
+        schedulers = self.lr_schedulers() or []
+        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        for key, optimizer in zip(("g", "d"), self._optimizer_pair(), strict=True):
+            if optimizer is None or key not in self.full_resolution_lr:
+                continue
+            optimizer = getattr(optimizer, "optimizer", optimizer)
+            optimizer.state.clear()
+            lr = float(self.full_resolution_lr[key])
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] = lr
+            for scheduler in schedulers:
+                if scheduler.optimizer is optimizer:
+                    scheduler.base_lrs = [lr] * len(optimizer.param_groups)
+                    scheduler.last_epoch = 0
+                    scheduler._last_lr = [lr] * len(optimizer.param_groups)
