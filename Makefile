@@ -27,7 +27,7 @@ test-fast: setup
 	$(UV) run --frozen pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
-	$(UV) run --frozen ruff check src tests train.py eval.py swap.py
+	$(UV) run --frozen ruff check src tests experiments train.py eval.py swap.py hard_samples.py
 	$(UV) run --frozen lint-imports
 
 clean-logs:

@@ -23,6 +23,7 @@ from swaplab.models.fsgan import STAGES, ViewMap, interpolate_views, landmark_he
 from swaplab.models.fsgan.generators import FACE, half_resolution, random_holes
 from swaplab.models.loading import build_model, load_swap_model
 from swaplab.nets.resunet import MultiScaleResUNet
+from swaplab.runtime import seeded_generator
 
 SMALL_NETS = [f"model.generator.{net}.{key}={value}" for net in ("reenactment", "inpainting", "blending")
               for key, value in (("base_channels", 4), ("max_channels", 16), ("flat_blocks", "[1,0,1,1]"))]
@@ -125,6 +126,33 @@ def test_random_holes_are_boxes_inside_the_image():
     holes = random_holes(torch.zeros(16, 1, 32, 32, dtype=torch.bool))
     area = holes.flatten(1).float().mean(1)
     assert holes.dtype == torch.bool and (area > 0.005).all() and (area < 0.2).all()
+
+
+def test_inpainting_holes_are_the_steps_own_draw_not_the_global_rngs(tmp_path):
+    """Each DDP process / step draws its holes from SwapModule.step_generator: the same whatever the global RNG
+    (which every process seeds alike), and what the step's generator gives."""
+    cfg = compose_config("train", tmp_path, ["model=fsgan", "model.stage=inpainting", RANDOM_PREDECESSORS, *TINY_FSGAN])
+    batch = synthetic_batch(cfg, [0, 1])
+    seen = []
+
+    def run(global_seed: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        model, _ = build_model(cfg)
+        with torch.no_grad():  # a random Gs labels nothing face (no holes to see): this one labels everything face
+            model.generator.segmentation.head.bias[FACE] += 20.0
+        holed = []  # Gc's input: the reenacted face with its holes filled with -1
+        model.generator.inpainting.register_forward_pre_hook(lambda m, args: holed.append(args[0][:, :3].detach()))
+        torch.manual_seed(global_seed)
+        fit_on_batches(model, [batch], steps=1)
+        seen.append(model)
+        return holed[0]
+
+    first, second = run(1), run(2)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert 0 < (first == -1).float().mean() < 0.3  # holes, not an empty face
+    expected = random_holes(torch.zeros(2, 1, 32, 32, dtype=torch.bool),
+                            generator=seeded_generator(torch.device("cpu"), seen[0].seed, 0, 0, 0, 0))
+    assert torch.equal((first == -1).all(1, keepdim=True), expected)  # the step generator's holes exactly
 
 
 # ---- the Poisson target -----------------------------------------------------------------------------

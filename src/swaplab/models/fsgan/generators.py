@@ -43,11 +43,13 @@ def face_label_mask(labels: torch.Tensor) -> torch.Tensor:
     return (labels == FACE).unsqueeze(1)
 
 
-def random_holes(faces: torch.Tensor, min_size: float = 0.1, max_size: float = 0.4) -> torch.Tensor:
+def random_holes(faces: torch.Tensor, min_size: float = 0.1, max_size: float = 0.4,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """One random axis-aligned box per sample (sides in [min_size, max_size] of the image) over B x 1 x H x W
-    masks: the face regions Gc learns to fill (the official code cuts random hair-shaped holes)."""
+    masks: the face regions Gc learns to fill (the official code cuts random hair-shaped holes). Drawn from
+    `generator` (training: the step's, SwapModule.step_generator), else the global RNG."""
     b, _, h, w = faces.shape
-    u = torch.rand(b, 4, device=faces.device)
+    u = torch.rand(b, 4, device=faces.device, generator=generator)
     size = min_size + (max_size - min_size) * u[:, :2]
     lo = u[:, 2:] * (1 - size)  # (x, y) of the box's corner, fractions
     xs = (torch.arange(w, device=faces.device) + 0.5) / w

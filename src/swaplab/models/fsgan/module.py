@@ -234,7 +234,8 @@ class FSGAN(SwapModule):
         reenacted_face = face_label_mask(self.labels(reenacted, segment))
         target_face = face_label_mask(self.labels(target, segment, truth))
         if self.training and self.stage == "inpainting":
-            reenacted_face &= ~random_holes(reenacted_face)
+            holes = truth.get("inpainting_holes") if truth is not None else None
+            reenacted_face &= ~(random_holes(reenacted_face) if holes is None else holes)
         holed = reenacted.masked_fill(~reenacted_face, -1.0)
         inpainted = self._run(generator, "inpainting", torch.cat([holed, target_face.to(holed.dtype)], dim=1),
                               global_only)
@@ -334,6 +335,9 @@ class FSGAN(SwapModule):
             batch = half_resolution(batch)
         elif self.global_step == self.progressive_steps and not self._full_resolution_started:
             self.start_full_resolution()
+        if self.stage == "inpainting":  # this step's holes: own per process and step, the same on resume
+            side = batch["target"][:, :1]
+            batch = {**batch, "inpainting_holes": random_holes(side, generator=self.step_generator(batch_idx))}
         super().training_step(batch, batch_idx)
 
     def start_full_resolution(self) -> None:
