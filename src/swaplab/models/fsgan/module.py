@@ -47,7 +47,7 @@ from swaplab.models.fsgan.generators import (
     transfer,
 )
 from swaplab.models.fsgan.heatmaps import interpolate_views, landmark_heatmaps
-from swaplab.models.fsgan.views import ViewMap, blend_views
+from swaplab.models.fsgan.views import ViewMap
 from swaplab.models.stages import load_predecessors, self_contained_config
 
 
@@ -267,17 +267,18 @@ class FSGAN(SwapModule):
         generator = self.inference_generator if generator is None else generator
         view_points, target_points = self.landmarks(views), self.landmarks(target)
         target_angles = self.pose(target)[:, :2]
-        blended, blended_seg, used = [], [], []
-        for b in range(len(target)):
-            indices, weights = view_map.weights(target_angles[b])
-            index = torch.as_tensor(indices, device=views.device)
-            images, seg_logits = self._reenact_to(generator, views[index], view_points[index],
-                                                  target_points[b : b + 1].expand(len(index), -1, -1))
-            blended.append(blend_views(images[-1], weights))
-            blended_seg.append(blend_views(seg_logits, weights))
-            used.append((indices, weights))
-        return self._complete(generator, [torch.stack(blended)], torch.stack(blended_seg), target,
-                              extras={"views": used})
+        used = [view_map.weights(angles) for angles in target_angles.cpu()]  # (indices, weights) per target
+        # every (target, view) pair reenacted in one batch, then each target's views summed with their weights
+        owner = torch.cat([torch.full((len(i),), b, dtype=torch.long) for b, (i, _) in enumerate(used)]).to(views.device)
+        index = torch.cat([torch.as_tensor(i, dtype=torch.long) for i, _ in used]).to(views.device)
+        weight = torch.cat([torch.as_tensor(w) for _, w in used]).to(views.device, views.dtype)
+        images, seg_logits = self._reenact_to(generator, views[index], view_points[index], target_points[owner])
+
+        def blend(x: torch.Tensor) -> torch.Tensor:
+            weighted = x * weight.view(-1, *[1] * (x.dim() - 1))
+            return torch.zeros(len(target), *x.shape[1:], dtype=x.dtype, device=x.device).index_add_(0, owner, weighted)
+
+        return self._complete(generator, [blend(images[-1])], blend(seg_logits), target, extras={"views": used})
 
     # ---- losses ----------------------------------------------------------------------------------
     def perceptual(self, images: torch.Tensor, reference: torch.Tensor, roles: tuple[str, ...]
