@@ -85,6 +85,19 @@ class FaceCounts:
         return {"faces_found": self.found, "faces_swapped": self.swapped, "faces_rejected": dict(self.rejected)}
 
 
+@dataclass
+class SourceViews:
+    """Several aligned crops of the source person (a folder or video of them) with their view map: a method
+    with face view interpolation (FSGAN's `swap_views`) blends, for each target, the reenactments of the views
+    around its pose instead of reenacting one photo."""
+
+    views: torch.Tensor  # N x 3 x S x S aligned crops in [-1, 1]
+    view_map: Any  # the model's map of the views' angles (FSGAN: ViewMap over (yaw, pitch))
+
+    def to(self, device: str | torch.device) -> SourceViews:
+        return SourceViews(self.views.to(device), self.view_map)
+
+
 def as_frames(images: Any) -> np.ndarray:
     """B x H x W x 3 uint8 from one H x W x 3 uint8 image, a list of equal-size ones or a B x H x W x 3 array."""
     frames = np.asarray(images[None] if isinstance(images, np.ndarray) and images.ndim == 3 else images)
@@ -257,7 +270,7 @@ class FaceSwapPipeline:
         return feather_mask(mask.clamp(0, 1), self.options.feather)
 
     def swap_faces(self, frames: torch.Tensor, frame_index: np.ndarray, landmarks: np.ndarray,
-                   source: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, Any]]:
+                   source: torch.Tensor | SourceViews | None) -> tuple[torch.Tensor, dict[str, Any]]:
         """Swap the given faces of B x 3 x H x W frames ([-1, 1], on the device); returns the frames and the
         crops ({"target_crops", "swap_crops", "masks"})."""
         index = torch.as_tensor(frame_index, dtype=torch.long, device=frames.device)
@@ -267,9 +280,13 @@ class FaceSwapPipeline:
         swaps, masks = [], []
         for start in range(0, len(crops), self.options.batch_size):
             target = crops[start : start + self.options.batch_size]
-            src = target if source is None else source.expand(len(target), -1, -1, -1)
-            # forward() is the method's whole inference path (e.g. Fast Face-swap's paste-back)
-            out = self.model(src, target, use_ema=self.use_ema)
+            if isinstance(source, SourceViews):
+                generator = self.model.inference_generator if self.use_ema else self.model.generator
+                out = self.model.swap_views(source.views, source.view_map, target, generator)
+            else:
+                src = target if source is None else source.expand(len(target), -1, -1, -1)
+                # forward() is the method's whole inference path (e.g. Fast Face-swap's paste-back)
+                out = self.model(src, target, use_ema=self.use_ema)
             swaps.append(out.swap.float())
             masks.append(self.masks(out, target))
         swap, mask = torch.cat(swaps), torch.cat(masks)
@@ -279,8 +296,8 @@ class FaceSwapPipeline:
         return blended, {"target_crops": crops, "swap_crops": swap, "masks": mask}
 
     @torch.inference_mode()
-    def __call__(self, source: np.ndarray | torch.Tensor | None, target: Any) -> SwapOutput:
-        """Swap `source`'s face (a photo, or a 1 x 3 x S x S aligned crop) into `target` (a photo or a batch
+    def __call__(self, source: np.ndarray | torch.Tensor | SourceViews | None, target: Any) -> SwapOutput:
+        """Swap `source`'s face (a photo, a 1 x 3 x S x S aligned crop, or SourceViews) into `target` (a photo or a batch
         of equal-size frames). extras: `faces` (faces swapped per frame), `frames_without_face`, `face_counts`
         (a FaceCounts: faces found, swapped, rejected by reason)."""
         frames_np = as_frames(target)
@@ -289,7 +306,8 @@ class FaceSwapPipeline:
         if self.uses_source:
             if source is None:
                 raise ValueError("this method needs a source face image")
-            src = source.to(self.device) if isinstance(source, torch.Tensor) else self.face_crop(source)
+            src = (source.to(self.device) if isinstance(source, torch.Tensor | SourceViews)
+                   else self.face_crop(source))
         frame_index, landmarks, counts = self.faces_to_swap(frames_np, frames)
         out, crops = self.swap_faces(frames, frame_index, landmarks, src)
         faces = np.bincount(frame_index, minlength=len(frames_np))

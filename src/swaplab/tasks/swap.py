@@ -18,9 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from swaplab.imaging import from_uint8, to_uint8
 from swaplab.io.files import IMAGE_SUFFIXES, list_images, read_rgb, write_rgb
-from swaplab.io.video import VIDEO_SUFFIXES
+from swaplab.io.video import VIDEO_SUFFIXES, read_video_frames
 from swaplab.models.loading import load_swap_model
-from swaplab.pipelines.face_swap import FaceCounts, FaceSwapPipeline, NoFaceError
+from swaplab.pipelines.face_swap import FaceCounts, FaceSwapPipeline, NoFaceError, SourceViews
 from swaplab.pipelines.video import swap_video
 from swaplab.preprocessing.inputs import is_video, list_inputs
 from swaplab.runtime import get_logger, resolve_device
@@ -81,11 +81,14 @@ def swap(cfg: DictConfig) -> dict:
         if not hasattr(pipe.model, name):
             raise ValueError(f"model_options.{name}: {type(pipe.model).__name__} has no option {name!r}")
         setattr(pipe.model, name, value)
-    source = None
+    source, source_info = None, None
     if pipe.uses_source:
         if cfg.source is None:
             raise ValueError(NEEDS_SOURCE)
-        source = pipe.face_crop(read_photo(cfg.source))  # NoFaceError when the source has none
+        if Path(cfg.source).is_dir() or is_video(str(cfg.source)):
+            source, source_info = read_source_views(pipe, Path(cfg.source))
+        else:
+            source = pipe.face_crop(read_photo(cfg.source))  # NoFaceError when the source has none
     if pipe.options.select == "reference":
         if not cfg.get("reference"):
             raise ValueError("pipeline.select=reference needs reference=<photo of the face to replace>")
@@ -126,14 +129,16 @@ def swap(cfg: DictConfig) -> dict:
         target_out = outputs.path(unit, ".png")
         write_rgb(target_out, written)
         results[unit] = {"output": str(target_out), **counts.as_dict()}
-    return _write_summary(outputs, results, skipped, faces)
+    summary_extra = {"source_views": source_info} if source_info else {}
+    return _write_summary(outputs, results, skipped, faces, **summary_extra)
 
 
-def _write_summary(outputs: Outputs, results: dict[str, Any], skipped: Counter, faces: FaceCounts | None = None
-                   ) -> dict:
-    """`faces`: the totals of the faces found, swapped and rejected (None: aligned crops, nothing detected)."""
+def _write_summary(outputs: Outputs, results: dict[str, Any], skipped: Counter, faces: FaceCounts | None = None,
+                   **extra: Any) -> dict:
+    """`faces`: the totals of the faces found, swapped and rejected (None: aligned crops, nothing detected);
+    `extra`: more top-level entries (source_views)."""
     summary = {"written": len(results), "skipped": dict(skipped), "results": results,
-               "outputs": [r["output"] for r in results.values()], "summary": str(outputs.summary)}
+               "outputs": [r["output"] for r in results.values()], "summary": str(outputs.summary), **extra}
     if faces is not None:
         summary["faces"] = faces.as_dict()
         log.info("faces: %d found, %d swapped, rejected %s", faces.found, faces.swapped,
@@ -144,6 +149,31 @@ def _write_summary(outputs: Outputs, results: dict[str, Any], skipped: Counter, 
     log.info("wrote %s (summary: %s); skipped %s", written if results else "nothing", outputs.summary,
              dict(skipped) or "none")
     return summary
+
+
+def read_source_views(pipe: FaceSwapPipeline, path: Path) -> tuple[SourceViews, dict[str, Any]]:
+    """A folder of photos or a video of the source person as views for face view interpolation (FSGAN): every
+    readable image / frame with a face gives one aligned crop; the others are skipped and counted."""
+    model = pipe.model
+    if not hasattr(model, "view_map"):
+        raise ValueError(f"source={path} is a {'video' if is_video(str(path)) else 'folder'}: several views of the "
+                         f"source feed FSGAN's face view interpolation; {type(model).__name__} takes one photo")
+    skipped: Counter = Counter()
+    if is_video(str(path)):
+        images = read_video_frames(path)[0]
+    else:
+        images = [image for file in list_images(path) if (image := read_rgb(file, skipped)) is not None]
+    crops = []
+    for image in images:
+        try:
+            crops.append(pipe.face_crop(image))
+        except NoFaceError:
+            skipped["no face"] += 1
+    if not crops:
+        raise NoFaceError(f"no face found in any view of source={path} (skipped: {dict(skipped) or 'none'})")
+    views = torch.cat(crops)
+    log.info("source %s: %d views (skipped %s)", path, len(views), dict(skipped) or "none")
+    return SourceViews(views, model.view_map(views)), {"views": len(views), "skipped": dict(skipped)}
 
 
 def _load_faces(paths: list[Path], resolution: int, skipped: Counter) -> tuple[list[Path], torch.Tensor | None]:

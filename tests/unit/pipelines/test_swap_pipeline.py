@@ -295,3 +295,40 @@ def test_group_photo_swaps_the_people_and_not_the_distractors(checkpoint, tmp_pa
     assert not diff[~people].any()  # distractors and background keep their exact pixels
     summary, _ = run("pipeline.min_score=0", "pipeline.min_face_of_largest=0")
     assert summary["faces"]["faces_swapped"] == 4  # the distractors are found: the screening is what rejects them
+
+
+def test_fsgan_takes_a_folder_of_source_views_and_other_methods_refuse_one(checkpoint, tmp_path, monkeypatch):
+    """swap.py source=<folder>: FSGAN's face view interpolation over every photo with a face (others counted);
+    a method without it refuses a folder in one line."""
+    from skimage.data import camera
+    from test_swap_behaviour import FSGAN_TINY
+
+    from swaplab.models.fsgan import FSGAN
+
+    blended_views = []  # the number of views each swap_views call blends from
+    interpolate = FSGAN.swap_views
+    monkeypatch.setattr(FSGAN, "swap_views", lambda self, views, *args: blended_views.append(len(views))
+                        or interpolate(self, views, *args))
+
+    run_dir = tmp_path / "fsgan_run"
+    run_cli("train.py", *FSGAN_TINY, "model.stage=blending", "trainer.max_steps=1", "logger=none",
+            "callbacks=[last_checkpoint]", f"hydra.run.dir={run_dir}")
+    views = tmp_path / "views"
+    views.mkdir()
+    face = astronaut()[20:276, 100:356]
+    for name, image in (("front.png", face), ("mirror.png", face[:, ::-1]), ("scaled.png", cv2.resize(face, (200, 200))),
+                        ("wall.png", np.full((64, 64, 3), 90, np.uint8)), ("scene.png", np.repeat(camera()[:64, :64, None], 3, -1))):
+        cv2.imwrite(str(views / name), cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+    target = tmp_path / "target.png"
+    cv2.imwrite(str(target), cv2.cvtColor(two_faces(), cv2.COLOR_RGB2BGR))
+    common = [f"target={target}", "progress=false"]
+    cfg = compose_config("swap", tmp_path, [f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}", f"source={views}",
+                                            f"output={tmp_path / 'out'}", *common])
+    summary = swap(cfg)
+    assert summary["source_views"] == {"views": 3, "skipped": {"no face": 2}}
+    assert blended_views and set(blended_views) == {3}  # every face swapped through the view interpolation
+    assert summary["results"]["target.png"]["faces_swapped"] >= 1
+    cfg = compose_config("swap", tmp_path, [f"ckpt={checkpoint}", f"source={views}", f"output={tmp_path / 'o2'}",
+                                            *common])
+    with pytest.raises(ValueError, match="face view interpolation; FaceShifter takes one photo"):
+        swap(cfg)
