@@ -112,6 +112,7 @@ class IDRetrieval(SwapMetric):
         self._active: tuple[int, str | None] | None = None  # the data setup of the swaps scored last
         for name in ("query", "query_label", "gallery", "gallery_label"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
+        self._retrieval: tuple[Any, tuple[torch.Tensor, torch.Tensor]] | None = None  # (state key, _retrieved())
 
     def set_input_template(self, template: str | None) -> None:
         self.input_template = template  # the gallery is embedded in the swaps' template
@@ -180,7 +181,12 @@ class IDRetrieval(SwapMetric):
             raise ValueError("id_retrieval gallery is empty")
         return torch.cat(labels), torch.cat(embeddings)
 
+    def reset(self) -> None:
+        super().reset()
+        self._retrieval = None
+
     def update(self, record: SwapRecord) -> None:
+        self._retrieval = None
         labels = record.ground_truth(self.label_key).to(record.swap.device).long().reshape(-1)
         self.query.append(F.normalize(self.run(record, "identity_role", "swap").float(), dim=-1))
         self.query_label.append(labels)
@@ -202,11 +208,16 @@ class IDRetrieval(SwapMetric):
         return cat_state(self.gallery_label), cat_state(self.gallery)
 
     def _retrieved(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Labels of the max(top_k) best-scoring gallery labels per query (N x k) and the query labels (N)."""
-        query, query_label = cat_state(self.query), cat_state(self.query_label)
-        keys, scores = label_scores(query, *self._gallery(), self.match)
-        best = scores.topk(min(self.top_k[-1], len(keys)), dim=-1).indices
-        return keys[best], query_label
+        """Labels of the max(top_k) best-scoring gallery labels per query (N x k) and the query labels (N); the
+        query x gallery scores are computed once per state (compute, per_example and details all read them)."""
+        state = self.query if isinstance(self.query, list) else [self.query]
+        key = (tuple(id(t) for t in state), self._active)  # new after update / reset / a DDP sync of the states
+        if self._retrieval is None or self._retrieval[0] != key:
+            query, query_label = cat_state(self.query), cat_state(self.query_label)
+            keys, scores = label_scores(query, *self._gallery(), self.match)
+            best = scores.topk(min(self.top_k[-1], len(keys)), dim=-1).indices
+            self._retrieval = (key, (keys[best], query_label))
+        return self._retrieval[1]
 
     def _hits(self) -> dict[int, torch.Tensor]:
         retrieved, truth = self._retrieved()
