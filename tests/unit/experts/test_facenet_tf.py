@@ -118,6 +118,8 @@ def test_network_equals_an_independent_evaluation_of_the_graph(facenet, graph):
     with torch.no_grad():
         ours = F.normalize(facenet.net(x), dim=-1).double()
         reference = torch.cat([run_graph(graph, xi[None].permute(0, 2, 3, 1).double()) for xi in x])
+    print(f"FaceNet vs the graph evaluated node by node: max abs diff of the embeddings "
+          f"{(ours - reference).abs().max():.2e}")
     assert (ours - reference).abs().max() < 1e-5, (ours - reference).abs().max()
 
 

