@@ -1,10 +1,13 @@
 """Fast Face-swap's feature losses (Korshunova et al. 2017): content, patch-based style, total variation.
 
 With Phi_l a VGG19 feature map and Psi_i its i-th k x k neural patch (M = (H_l - k + 1)(W_l - k + 1) of them):
-content = 1/|Phi_l| ||Phi_l(x_hat) - Phi_l(x)||^2,
+content = 1/|Phi_l| ||Phi_l(x_hat) - Phi_l(x)||^2 (paper eq. 1),
 style = 1/M sum_i d_c(Psi_i(Phi_l(x_hat)), Psi_i(Phi_l(y_NN(i)))), NN(i) = argmin_{j <= N_best} d_c(...),
 d_c = 1 - cosine: the nearest patch is searched at the *same location i* across the N_best style images only
-(all images are aligned to one frontal reference, so location i is the same part of every face).
+(all images are aligned to one frontal reference, so location i is the same part of every face),
+TV = sum_{i,j} (x_{i,j+1} - x_{i,j})^2 + (x_{i+1,j} - x_{i,j})^2 (paper eq. 7, a sum; `reduction="sum"`).
+The paper's Phi is a "normalised VGG-19" (Gatys et al. 2016: every filter rescaled to a mean activation of 1):
+`channel_scales` gives those per-channel divisors for any VGG.
 """
 
 from __future__ import annotations
@@ -18,6 +21,18 @@ import torch.nn.functional as F
 def content_loss(features: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]) -> torch.Tensor:
     """Sum over layers of the mean squared feature difference (1/|Phi_l| ||.||^2, averaged over the batch)."""
     return sum(F.mse_loss(f, r) for f, r in zip(features, reference, strict=True))
+
+
+def channel_scales(maps: torch.Tensor, floor: float = 0.05) -> torch.Tensor:
+    """Gatys et al.'s VGG normalisation as per-channel divisors: the mean activation of each channel of
+    B x C x H x W (ReLU) maps over images and positions. Dividing a layer's maps by them gives the maps of the
+    normalised network exactly (a ReLU net's filters rescale without changing what follows once the next layer
+    compensates). A channel whose mean is below `floor` x the layer's median channel mean is divided by that
+    bound instead (a filter that barely fires on the reference images would be magnified without limit);
+    a layer whose median is 0 gets ones. Returns C float32 divisors."""
+    mean = maps.detach().float().mean((0, 2, 3))
+    bound = floor * mean.median()
+    return mean.clamp_min(bound) if bound > 0 else torch.ones_like(mean)
 
 
 def neural_patches(features: torch.Tensor, size: int = 3, eps: float = 1e-8) -> torch.Tensor:
@@ -45,8 +60,15 @@ def patch_style_loss(patches: torch.Tensor, style_patches: torch.Tensor, candida
     return (1.0 - similarity.amax(1)).mean()
 
 
-def total_variation(images: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of horizontally and vertically adjacent pixels (Johnson et al. 2016's TV)."""
+def total_variation(images: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Squared differences of horizontally and vertically adjacent pixels of B x C x H x W images.
+
+    "sum": the paper's eq. 7 (after Johnson et al. 2016): per image the sum over channels and positions, then
+    the mean over the batch. "mean": the mean squared difference of each direction, added."""
     dx = images[..., :, 1:] - images[..., :, :-1]
     dy = images[..., 1:, :] - images[..., :-1, :]
-    return dx.square().mean() + dy.square().mean()
+    if reduction == "sum":
+        return (dx.square().flatten(1).sum(1) + dy.square().flatten(1).sum(1)).mean()
+    if reduction == "mean":
+        return dx.square().mean() + dy.square().mean()
+    raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")

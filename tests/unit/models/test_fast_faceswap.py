@@ -19,12 +19,20 @@ from swaplab.data.lighting_pairs import SyntheticLightingPairs
 from swaplab.data.style_sets import SyntheticStyleSet, frontal_reference, synthetic_content
 from swaplab.experts import DlibLandmarks, Experts, VGGFeatures
 from swaplab.experts.lighting import LightingFeatures
+from swaplab.faces.crop import crop_box
 from swaplab.imaging import to_uint8
-from swaplab.losses.style import content_loss, neural_patches, patch_style_loss, total_variation
+from swaplab.losses.style import (
+    channel_scales,
+    content_loss,
+    neural_patches,
+    patch_style_loss,
+    total_variation,
+)
 from swaplab.models.base import SwapOutput
 from swaplab.models.fast_faceswap import FastFaceSwap, TransformationNet, clone_face_back
 from swaplab.models.lighting import LightingNetModule
-from swaplab.nets.lighting import LightingNet
+from swaplab.models.lighting.export import export_lighting_net
+from swaplab.nets.lighting import LightingNet, to_grayscale
 
 WEIGHTS = {"content": 1.0, "style": 120.0, "light": 1.0, "tv": 0.3}
 SMALL_NET = {"branch_channels": 8, "join_channels": (16, 16, 16)}
@@ -115,6 +123,61 @@ def test_style_loss_is_zero_on_a_style_image_and_content_loss_zero_on_the_input(
     assert content_loss([torch.ones(2, 3)], [torch.zeros(2, 3)]).item() == 1.0
 
 
+def test_tv_is_the_papers_sum_and_content_its_mean_squared_difference_on_known_tensors():
+    image = torch.tensor([[0.0, 1.0, 3.0], [2.0, 2.0, 2.0]])[None, None]  # 1 x 1 x 2 x 3
+    # eq. 7: horizontal (1-0)^2 + (3-1)^2 + 0 + 0 = 5, vertical (2-0)^2 + (2-1)^2 + (2-3)^2 = 6
+    assert total_variation(image, "sum").item() == 11.0
+    assert total_variation(torch.cat([image, 2 * image]), "sum").item() == (11.0 + 44.0) / 2  # per image, batch mean
+    assert total_variation(image, "mean").item() == 5 / 4 + 6 / 3
+    with pytest.raises(ValueError, match="reduction"):
+        total_variation(image, "none")
+    # eq. 1: 1/|Phi| ||Phi(x_hat) - Phi(x)||^2, summed over layers
+    features = torch.tensor([[1.0, 2.0], [3.0, 4.0]])[None, None]
+    assert content_loss([features], [torch.zeros_like(features)]).item() == 30 / 4
+    assert content_loss([features, 2 * features], [0 * features, features]).item() == 30 / 4 + 30 / 4
+    # the model's TV on the paper's scale: the sum over the image in [0, 1]; a +-1 checkerboard differs by 1
+    # there at each of the 3 x (32 x 31 + 31 x 32) neighbour pairs
+    checkerboard = ((torch.arange(32)[:, None] + torch.arange(32)) % 2 * 2.0 - 1).expand(1, 3, 32, 32)
+    content = synthetic_content(32, num_identities=2, images_per_identity=1).__getitems__([0])
+    paper = small_model().generator_losses(content, SwapOutput(checkerboard))
+    mean = small_model(loss_normalisation="mean").generator_losses(content, SwapOutput(checkerboard))
+    assert paper["tv"].item() == 3 * 2 * 32 * 31 and mean["tv"].item() == 8.0  # mean: (+-2)^2 both ways
+
+
+def test_channel_scales_are_gatys_normalisation_and_make_the_losses_blind_to_a_filters_scale():
+    maps = torch.stack([torch.full((4, 4), 2.0), torch.tensor([0.0, 4.0]).repeat(8).view(4, 4),
+                        torch.full((4, 4), 1e-6)])[None].repeat(2, 1, 1, 1)  # 2 x 3 x 4 x 4
+    scales = channel_scales(maps)
+    assert torch.allclose(scales, torch.tensor([2.0, 2.0, 0.05 * 2.0]))  # mean activation, floored at the median
+    assert torch.allclose((maps / scales[:, None, None]).mean((0, 2, 3))[:2], torch.ones(2))
+    assert torch.equal(channel_scales(torch.zeros(1, 2, 3, 3)), torch.ones(2))
+    # Gatys et al.'s normalised VGG: each filter rescaled to a mean activation of 1. Scaling one filter of the
+    # VGG (conv3_1 -> relu3_1, used by the content and style losses here) must then change nothing; on raw
+    # maps ("mean") it changes the content term.
+    content = synthetic_content(32, num_identities=4, images_per_identity=1).__getitems__([0, 1])
+    swap = content["target"].flip(-1)
+    bank = small_model().style_features()
+    channel = int(bank.scales["relu3_1"].argmax())  # scaled up, it stays above the median (the floor's basis)
+
+    def losses(normalisation: str, factor: float) -> dict[str, float]:
+        experts = small_experts()
+        conv = experts.perceptual.net.features[experts.perceptual.layer_indices(["relu3_1"])[0] - 1]
+        with torch.no_grad():
+            conv.weight[channel] *= factor
+            conv.bias[channel] *= factor
+        # every style image a candidate: the selection layer lies after the scaled filter
+        model = small_model(n_best=12, experts=experts, loss_normalisation=normalisation)
+        return {k: float(v) for k, v in model.generator_losses(content, SwapOutput(swap)).items()}
+
+    paper, paper_scaled = losses("paper", 1.0), losses("paper", 30.0)
+    mean, mean_scaled = losses("mean", 1.0), losses("mean", 30.0)
+    assert paper["content"] == pytest.approx(paper_scaled["content"], rel=1e-4)
+    assert paper["style"] == pytest.approx(paper_scaled["style"], rel=1e-4)
+    assert mean_scaled["content"] > 2 * mean["content"]
+    with pytest.raises(ValueError, match="loss_normalisation"):
+        small_model(loss_normalisation="sum")
+
+
 def test_n_best_are_the_style_images_nearest_in_the_selection_layer():
     model = small_model(n_best=3)
     bank = model.style_features()
@@ -126,7 +189,10 @@ def test_n_best_are_the_style_images_nearest_in_the_selection_layer():
     assert torch.equal(picked, distances.argsort(1)[:, :3])
 
 
-def test_light_loss_separates_same_from_different_light_after_a_short_lighting_fit(tmp_path):
+@pytest.fixture(scope="module")
+def lighting_fit(tmp_path_factory):
+    """A small lighting net (32 px) fitted for 100 steps on procedural same / different light pairs, exported
+    with the box of its training faces, and held-out pairs."""
     def pairs(n: int, offset: int) -> dict[str, torch.Tensor]:
         ds = SyntheticLightingPairs(resolution=32, num_identities=n, images_per_identity=1, identity_offset=offset,
                                     supersample=1)
@@ -138,10 +204,18 @@ def test_light_loss_separates_same_from_different_light_after_a_short_lighting_f
         net = LightingNet(input_size=32, widths=(8, 16, 32), fc_dims=(64, 32))
     module = LightingNetModule(net, optimizer=lambda p: torch.optim.Adam(p, lr=1e-3), margin=1.0)
     loader = DataLoader([{k: v[i : i + 32] for k, v in train.items()} for i in range(0, 256, 32)], batch_size=None)
+    tmp_path = tmp_path_factory.mktemp("lighting")
     trainer = pl.Trainer(max_steps=100, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(module, train_dataloaders=loader)
-    expert = LightingFeatures(net.eval())
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    export_lighting_net(tmp_path / "last.ckpt", tmp_path / "lighting_net.pth")
+    return {"net": net.eval(), "held_out": held_out, "file": tmp_path / "lighting_net.pth"}
+
+
+def test_light_loss_separates_same_from_different_light_after_a_short_lighting_fit(lighting_fit):
+    expert = LightingFeatures(lighting_fit["net"])
+    held_out = lighting_fit["held_out"]
     same = held_out["same"]
 
     def light(selection: torch.Tensor) -> float:
@@ -151,6 +225,51 @@ def test_light_loss_separates_same_from_different_light_after_a_short_lighting_f
     print(f"light loss: same light {same_light:.4f}, different light {different_light:.4f}")
     assert 20 < int(same.sum()) < 108
     assert same_light < 0.5 * different_light
+    # eq. 6 by hand: 1/|Gamma| ||Gamma(x_hat) - Gamma(x)||^2, batch mean
+    a, b = held_out["image1"][:4], held_out["image2"][:4]
+    with torch.no_grad():
+        by_hand = (lighting_fit["net"](a) - lighting_fit["net"](b)).square().sum(1).mean() / 32
+    assert expert.loss(a, b).item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_the_light_expert_cuts_the_box_its_net_was_trained_on(tmp_path):
+    box = (0.2, 0.25, 0.8, 0.85)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = LightingNet(input_size=16, widths=(4, 8), fc_dims=(8, 4))
+    module = LightingNetModule(net, optimizer=torch.optim.Adam, input_box=box)
+    torch.save({"state_dict": module.state_dict()}, tmp_path / "last.ckpt")
+    export_lighting_net(tmp_path / "last.ckpt", tmp_path / "lighting_net.pth")
+    expert = LightingFeatures.build(weights="pretrained", path=str(tmp_path / "lighting_net.pth"))
+    assert expert.crop == pytest.approx(box)
+    faces = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(expert(faces), net.eval()(crop_box(to_grayscale(faces), box, 16)), atol=1e-6)
+    with pytest.raises(ValueError, match="trained on faces in the box"):
+        LightingFeatures.build(weights="pretrained", path=str(tmp_path / "lighting_net.pth"), crop=[0.0, 1.0])
+    assert LightingFeatures.build(weights="pretrained", path=str(tmp_path / "lighting_net.pth"),
+                                  crop=list(box)).crop == pytest.approx(box)
+    paper = compose_config("train", tmp_path, ["experiment=lighting_net_paper"]).model.input_box
+    offline = compose_config("train", tmp_path, ["experiment=lighting_net"]).model.input_box
+    assert list(offline) == [0.0, 1.0] and 0.1 < paper[0] < paper[2] < 0.9  # Yale's tight crops / canonical
+
+
+def test_every_weighted_term_has_a_share_at_the_start_on_the_papers_scale(lighting_fit):
+    """conf/model/fast_faceswap.yaml's weights on the paper's loss scale, at initialisation: no term is dead
+    (on the mean scale the paper's beta = 1e-22 gave light a share of ~1e-31 and TV ~1e-5)."""
+    from omegaconf import OmegaConf
+
+    weights = dict(OmegaConf.load(Path(__file__).parents[3] / "conf" / "model" / "fast_faceswap.yaml").loss_weights)
+    lighting = LightingFeatures.build(weights="pretrained", path=str(lighting_fit["file"]))
+    model = small_model(experts=small_experts(lighting), loss_weights=weights)
+    content = synthetic_content(32, num_identities=8, images_per_identity=1).__getitems__(list(range(8)))
+    with torch.no_grad():
+        out = model.generate(content["source"], content["target"], model.generator)
+        _, logs = model.g_loss(model.generator_losses(content, out))
+    shares = {k.removeprefix("share_"): float(v) for k, v in logs.items() if k.startswith("share_")}
+    print(f"shares at the start: {shares}")
+    assert set(shares) == {"content", "style", "light", "tv"}
+    assert min(shares.values()) > 1e-2  # measured: content 0.063, style 0.76, light 0.045, tv 0.14
 
 
 # ---- alignment and data ----------------------------------------------------------------------------
@@ -192,7 +311,7 @@ def trained():
     """A small network trained for 150 steps (32 px) toward procedural identity 4242 on 32 aligned faces."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    model = small_model(32, style_images=16, n_best=4, lr=1e-2,
+    model = small_model(32, style_images=16, n_best=4, lr=1e-2, loss_normalisation="mean",  # weights tuned on it
                         loss_weights={"content": 1.0, "style": 20.0, "light": 1.0, "tv": 1.0})
     pool = synthetic_content(32, num_identities=32, images_per_identity=1).__getitems__(list(range(32)))
     held_out = synthetic_content(32, num_identities=16, images_per_identity=1,

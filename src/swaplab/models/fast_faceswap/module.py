@@ -7,7 +7,13 @@ content = sum over `content_layers` of 1/|Phi_l| ||Phi_l(x_hat) - Phi_l(x)||^2 (
 style = sum over `style_layers` of the same-location 3x3 patch loss (swaplab.losses.style) against the N_best
 style images closest to x (L2 between their `selection_layer` VGG maps),
 light = 1/|Gamma| ||Gamma(x_hat) - Gamma(x)||^2 in the lighting network's features (the `lighting` expert,
-trained with experiment=lighting_net), TV = mean squared difference of neighbouring pixels.
+trained with experiment=lighting_net_paper or lighting_net), TV = squared differences of neighbouring pixels.
+
+`loss_normalisation` sets the scale the weights refer to. "paper" (default): the paper's equations on the
+paper's feature scale, as far as it can be rebuilt: VGG maps of the content and style layers divided by each
+channel's mean activation (Gatys et al.'s normalised VGG-19, the means measured on the style set instead of
+ImageNet), TV the sum of eq. 7 over the image in [0, 1]. "mean": raw VGG maps and TV as a mean over the image in
+[-1, 1] (weights of another scale; experiment=fast_faceswap_synthetic).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class FastFaceSwap(SwapModule):
         patch_size: int = 3,  # neural patches k x k (paper: 3)
         paste_back: bool = False,  # forward(): clone the swapped face into the target (needs the parsing expert)
         paste_regions: Sequence[str] = ("face",),  # parsing groups taken from the swap
+        loss_normalisation: str = "paper",  # "paper": Gatys-normalised VGG, TV summed on [0, 1]; "mean" (above)
         discriminator: nn.Module | None = None,
         **base_kwargs: Any,
     ) -> None:
@@ -56,6 +63,8 @@ class FastFaceSwap(SwapModule):
         super().__init__(generator=generator, discriminator=None, **base_kwargs)
         if n_best < 1 or patch_size < 1:
             raise ValueError(f"n_best and patch_size must be >= 1, got {n_best}, {patch_size}")
+        if loss_normalisation not in ("paper", "mean"):
+            raise ValueError(f"loss_normalisation must be 'paper' or 'mean', got {loss_normalisation!r}")
         if not content_layers or not style_layers:
             raise ValueError("content_layers and style_layers must name at least one VGG layer each")
         self.experts.perceptual.layer_indices([*content_layers, *style_layers, selection_layer])  # clear error
@@ -65,6 +74,7 @@ class FastFaceSwap(SwapModule):
         self.content_layers, self.style_layers = tuple(content_layers), tuple(style_layers)
         self.selection_layer = selection_layer
         self.paste_back, self.paste_regions = paste_back, tuple(paste_regions)
+        self.loss_normalisation = loss_normalisation
         self.style_bank = StyleBank()
         self.g_loss.shares = True  # its weights come from another loss normalisation: show what each term weighs
 
@@ -92,7 +102,9 @@ class FastFaceSwap(SwapModule):
         side = self.generator.resolution
         if self.style_bank.images.shape[-1] != side:
             raise ValueError(f"style images are {self.style_bank.images.shape[-1]} px, the network takes {side}")
-        self.style_bank.prepare(self.experts.perceptual, self.style_layers, self.selection_layer, self.patch_size)
+        normalised = (*self.content_layers, *self.style_layers) if self.loss_normalisation == "paper" else ()
+        self.style_bank.prepare(self.experts.perceptual, self.style_layers, self.selection_layer, self.patch_size,
+                                normalised)
         return self.style_bank
 
     def on_fit_start(self) -> None:
@@ -105,7 +117,12 @@ class FastFaceSwap(SwapModule):
             *reference, selection = perceptual(content, [*self.content_layers, self.selection_layer])
         candidates = bank.nearest(selection, self.n_best)
         generated = perceptual(swap, [*self.content_layers, *self.style_layers])
+        generated = [bank.normalise(layer, maps)
+                     for layer, maps in zip([*self.content_layers, *self.style_layers], generated, strict=True)]
+        reference = [bank.normalise(layer, maps) for layer, maps in zip(self.content_layers, reference, strict=True)]
         style = sum(patch_style_loss(neural_patches(maps, self.patch_size), bank.patches[layer], candidates)
                     for layer, maps in zip(self.style_layers, generated[n:], strict=True))
+        tv = total_variation(swap * 0.5 + 0.5, "sum") if self.loss_normalisation == "paper" \
+            else total_variation(swap, "mean")
         return {"content": content_loss(generated[:n], reference), "style": style,
-                "light": self.experts.lighting.loss(swap, content), "tv": total_variation(swap)}
+                "light": self.experts.lighting.loss(swap, content), "tv": tv}

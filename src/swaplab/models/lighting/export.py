@@ -10,17 +10,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from swaplab.experts.lighting import lighting_state_dict
 from swaplab.io.checkpoints import atomic_torch_save
 from swaplab.nets.lighting import LightingNet
 
 
 def export_lighting_net(checkpoint_path: str | Path, out_path: str | Path) -> dict[str, Any]:
-    """Write the LightingNet of a training checkpoint as a plain state dict (atomic); returns its config."""
-    state = lighting_state_dict(checkpoint_path)
+    """Write the LightingNet of a training checkpoint as a plain state dict (atomic), with `input_box` (where
+    its training images lie in the canonical crop; the light-loss expert cuts it); returns its config."""
+    state, box = lighting_state_dict(checkpoint_path)
     config = LightingNet.config_from_state_dict(state)
     LightingNet(**config).load_state_dict(state, strict=True)  # refuse to export something that will not load
-    atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in state.items()}, out_path)
+    out = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if box is not None:
+        out["input_box"] = torch.tensor(box)
+    atomic_torch_save(out, out_path)
     return config
 
 
@@ -32,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("out", help="output file, e.g. weights/lighting_net.pth")
     args = parser.parse_args(argv)
     config = export_lighting_net(args.checkpoint, args.out)
-    print(f"wrote {args.out}: LightingNet {config}")
+    print(f"wrote {args.out}: LightingNet {config}, trained on the box {lighting_state_dict(args.out)[1]} of the "
+          "canonical crop")
     return 0
 
 

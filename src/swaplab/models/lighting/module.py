@@ -9,7 +9,7 @@ d < threshold (default m / 2): `val/accuracy`. `val/auroc` ranks pairs by -d (th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -17,6 +17,7 @@ import torch
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
+from swaplab.faces.crop import check_box
 from swaplab.models.stages import stage_record
 from swaplab.nets.lighting import LightingNet, to_grayscale
 
@@ -41,6 +42,9 @@ class LightingNetModule(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,  # partial: optimizer -> scheduler, stepped per iteration
         loss_weights: Mapping[str, float] | None = None,  # accepted for the common model interface: {contrastive: w}
         experts: Any = None,  # accepted for build_model's interface; this model uses no expert
+        input_box: Sequence[float] = (0.0, 1.0),  # where the training images lie inside the canonical expert
+        # crop (faceshifter_256), (lo, hi) or (left, top, right, bottom) fractions: the light-loss expert cuts
+        # this box out of the crops it is given, so it sees faces framed as in training (exported with the net)
     ) -> None:
         super().__init__()
         if margin <= 0:
@@ -49,6 +53,8 @@ class LightingNetModule(pl.LightningModule):
         if unknown:
             raise ValueError(f"LightingNetModule has the loss term 'contrastive' only; unknown: {sorted(unknown)}")
         self.net = net
+        box = check_box(input_box)
+        self.register_buffer("input_box", torch.tensor(box if len(box) == 4 else (box[0], box[0], box[1], box[1])))
         self.optimizer, self.scheduler = optimizer, scheduler
         self.margin = float(margin)
         self.threshold = float(threshold) if threshold is not None else self.margin / 2
@@ -97,6 +103,7 @@ class LightingNetModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         config = {"in_channels": self.net.in_channels, "input_size": self.net.input_size,
-                  "widths": list(self.net.widths), "fc_dims": list(self.net.fc_dims)}
+                  "widths": list(self.net.widths), "fc_dims": list(self.net.fc_dims),
+                  "input_box": self.input_box.tolist()}
         checkpoint["swaplab"] = {"config": self.run_config, "experts": {}, "lighting_net": config,
                                  "stages": stage_record(type(self).__name__, ["lighting_net"], {"lighting_net": "net."})}
