@@ -18,9 +18,10 @@ Record: every swaplab checkpoint carries checkpoint["swaplab"]["stages"], plain 
    "trained": ["inpainting"],                          # the networks this run trained
    "weights": {"segmentation": "generator.segmentation.", ...},  # each network's state-dict prefix (EMA if kept)
    "frozen": {"segmentation": {"path": "/abs/reenactment.ckpt", "sha256": "..."}, ...},  # or {"random": true}
-   "predecessor": {"path": ..., "sha256": ..., "record": {<that file's own "stages" record>}} | None}
+   "predecessor": {"path": ..., "sha256": ..., "record": {<that file's own "stages" record>}} | None,
+   "resolutions": {"inpainting": 256}}                 # optional: the side each trained network was trained at
 A network counts as trained in a checkpoint when the run trained it, or froze it from a predecessor in which it
-counts as trained (recursively, through the nested records).
+counts as trained (recursively, through the nested records); its resolution is found the same way.
 """
 
 from __future__ import annotations
@@ -57,6 +58,19 @@ def trained_networks(record: Mapping[str, Any]) -> list[str]:
         if not source.get("random") and name in inherited and name not in found:
             found.append(name)
     return found
+
+
+def recorded_resolution(record: Mapping[str, Any] | None, name: str) -> int | None:
+    """The side the network `name` was trained at, from the record of the run that trained it (followed through
+    the nested predecessor records); None when no record says (random, or a record from before resolutions)."""
+    if not record:
+        return None
+    if name in (record.get("trained") or []):
+        side = (record.get("resolutions") or {}).get(name)
+        return int(side) if side else None
+    source = (record.get("frozen") or {}).get(name) or {}
+    predecessor = record.get("predecessor") or {}
+    return None if source.get("random") else recorded_resolution(predecessor.get("record"), name)
 
 
 def describe_record(record: Mapping[str, Any]) -> str:

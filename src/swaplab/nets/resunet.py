@@ -56,13 +56,14 @@ class UpBlock(nn.Module):
 
 
 class OutputHeads(nn.Module):
-    """7x7 convs to `image_channels` (tanh, in [-1, 1]) and `logit_channels` (raw, e.g. segmentation logits),
-    concatenated along channels in that order."""
+    """7x7 convs without bias (as the official out_conv) to `image_channels` (tanh, in [-1, 1]) and
+    `logit_channels` (raw, e.g. segmentation logits; v1's split head puts a tanh on these too), concatenated
+    along channels in that order."""
 
     def __init__(self, channels: int, image_channels: int, logit_channels: int) -> None:
         super().__init__()
-        self.image = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(channels, image_channels, 7))
-        self.logits = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(channels, logit_channels, 7)) \
+        self.image = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(channels, image_channels, 7, bias=False))
+        self.logits = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(channels, logit_channels, 7, bias=False)) \
             if logit_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,8 +94,10 @@ class MultiScaleResUNet(nn.Module):
     (2, 0, 2, 3) for Gr and Gc, (1, 0, 1, 1) for Gb; Gr: 71 -> 3 + 3 channels, Gc: 4 -> 3, Gb: 7 -> 3).
 
     The global residual U-Net works on the input down-sampled by 2 ** num_enhancers with
-    base_channels * 2 ** num_enhancers channels; each enhancer adds a full-resolution level that sums its
-    own input features with the up-sampled coarser features. `forward(x, global_only=True)` runs the global
+    base_channels * 2 ** num_enhancers channels; each enhancer adds a finer level as the official v1 / master
+    LocalEnhancer: its input conv at that level's width, a stride-2 down block to the coarser width, the sum
+    with the coarser features, its residual blocks there (e.g. 256 channels at 128 px for a 256 px Gr), then an
+    up block to the finer level (v1 widths: Gr 94.7M, Gc 93.4M, Gb 49.8M). `forward(x, global_only=True)` runs the global
     network alone on `x` at the resolution given (the first phase of progressive 128 -> 256 training).
     Output: `out_channels` tanh image channels, then `logit_channels` raw logits (B x C x H x W).
     """
@@ -129,8 +132,9 @@ class MultiScaleResUNet(nn.Module):
         for level in reversed(range(num_enhancers)):
             self.enhancers.append(nn.ModuleDict({
                 "input": conv_block(in_channels, width(level), kernel=7, norm=norm),
+                "down": down_block(width(level), width(level + 1), norm),
+                "flat": flat_block(width(level + 1), flat_blocks[level], norm),
                 "up": UpBlock(width(level + 1), width(level), norm),
-                "flat": flat_block(width(level), flat_blocks[level], norm),
             }))
         self.enhancer_out = OutputHeads(width(0), out_channels, logit_channels) if num_enhancers else None
 
@@ -146,5 +150,5 @@ class MultiScaleResUNet(nn.Module):
         if levels == 1:
             return self.global_out(features)
         for enhancer, image in zip(self.enhancers, reversed(pyramid[:-1]), strict=True):
-            features = enhancer["flat"](enhancer["input"](image) + enhancer["up"](features))
+            features = enhancer["up"](enhancer["flat"](enhancer["down"](enhancer["input"](image)) + features))
         return self.enhancer_out(features)

@@ -20,8 +20,10 @@ from swaplab.experts.registry import sha256_of
 from swaplab.imaging import from_uint8, seamless_clone, to_uint8
 from swaplab.io.checkpoints import safe_torch_load
 from swaplab.models.fsgan import STAGES, ViewMap, interpolate_views, landmark_heatmaps
-from swaplab.models.fsgan.generators import FACE, half_resolution, random_holes
+from swaplab.models.fsgan.generators import FACE, half_resolution
+from swaplab.models.fsgan.holes import hair_holes
 from swaplab.models.loading import build_model, load_swap_model
+from swaplab.models.stages import recorded_resolution
 from swaplab.nets.resunet import MultiScaleResUNet
 from swaplab.runtime import seeded_generator
 
@@ -78,8 +80,17 @@ def synthetic_batch(cfg, indices: list[int]) -> dict[str, torch.Tensor]:
 
 
 def test_resunet_official_layout_and_global_only_phase():
-    official = MultiScaleResUNet(71, 3, 3, base_channels=128, flat_blocks=(2, 0, 2, 3))
+    with torch.device("meta"):  # the v1 experiments' networks, counted without allocating them
+        official = MultiScaleResUNet(71, 3, 3, base_channels=128, flat_blocks=(2, 0, 2, 3))
+        inpainter = MultiScaleResUNet(4, 3, base_channels=128, flat_blocks=(2, 0, 2, 3))
+        blender = MultiScaleResUNet(7, 3, base_channels=128, flat_blocks=(1, 0, 1, 1))
     assert official.global_in[1].out_channels == 256 and official.enhancers[0]["input"][1].out_channels == 128
+    # the official LocalEnhancer: stride-2 down block to 256 channels, its residual blocks there (at 128 px)
+    enhancer = official.enhancers[0]
+    assert enhancer["down"][0][1].stride == (2, 2) and enhancer["down"][0][1].out_channels == 256
+    assert enhancer["flat"][0].body[0][1].in_channels == 256 and len(enhancer["flat"]) == 2
+    counts = [sum(p.numel() for p in net.parameters()) for net in (official, inpainter, blender)]
+    assert counts == [94_669_184, 93_352_064, 49_750_272]  # v1 res_unet_split / res_unet.MultiScaleResUNet, counted
     net = MultiScaleResUNet(7, 3, base_channels=4, max_channels=16, flat_blocks=(1, 0, 1, 1))
     x = torch.randn(2, 7, 32, 32)
     out = net(x)
@@ -122,12 +133,6 @@ def test_half_resolution_keeps_landmarks_on_their_pixels():
     torch.testing.assert_close(half["source_landmarks"], torch.tensor([[[1.0, 2.0]]]))
 
 
-def test_random_holes_are_boxes_inside_the_image():
-    holes = random_holes(torch.zeros(16, 1, 32, 32, dtype=torch.bool))
-    area = holes.flatten(1).float().mean(1)
-    assert holes.dtype == torch.bool and (area > 0.005).all() and (area < 0.2).all()
-
-
 def test_inpainting_holes_are_the_steps_own_draw_not_the_global_rngs(tmp_path):
     """Each DDP process / step draws its holes from SwapModule.step_generator: the same whatever the global RNG
     (which every process seeds alike), and what the step's generator gives."""
@@ -150,8 +155,9 @@ def test_inpainting_holes_are_the_steps_own_draw_not_the_global_rngs(tmp_path):
     first, second = run(1), run(2)
     torch.testing.assert_close(first, second, rtol=0, atol=0)
     assert 0 < (first == -1).float().mean() < 0.3  # holes, not an empty face
-    expected = random_holes(torch.zeros(2, 1, 32, 32, dtype=torch.bool),
-                            generator=seeded_generator(torch.device("cpu"), seen[0].seed, 0, 0, 0, 0))
+    # the whole crop is face here: the hole is the official-shaped one on the crop's border, from the step's draws
+    expected = hair_holes(torch.ones(2, 1, 32, 32, dtype=torch.bool),
+                          generator=seeded_generator(torch.device("cpu"), seen[0].seed, 0, 0, 0, 0))
     assert torch.equal((first == -1).all(1, keepdim=True), expected)  # the step generator's holes exactly
 
 
@@ -390,29 +396,56 @@ def test_view_interpolation_blends_the_reenactments_of_the_views_around_the_targ
 
 
 def test_progressive_phases_run_at_their_resolution_with_fresh_optimizers_at_their_learning_rates(tmp_path):
-    # the paper experiment's schedule, shortened: 3 steps at half size, then full size; decay every 2 steps
+    # the paper experiment's schedule, shortened: 3 steps at half size (batch 2), then full size at batch 1 (as
+    # 32 -> 16); decay every 2 steps, every 4 at full size (the same number of samples)
     cfg = compose_config("train", tmp_path, ["experiment=fsgan_reenactment", "trainer=cpu", *TINY_FSGAN,
                                              RANDOM_PREDECESSORS, "model.progressive_steps=3",
+                                             "model.full_resolution_batch=1",
                                              "model.scheduler_g.step_size=2", "model.scheduler_d.step_size=2"])
     assert dict(cfg.model.full_resolution_lr) == {"g": 4e-5, "d": 4e-6}
     assert (cfg.model.optimizer_g.lr, cfg.model.optimizer_d.lr) == (1e-4, 1e-5)
     model, _ = build_model(cfg)
-    seen = []  # per Gr call: (side, G lr, D lr, Adam steps taken by G so far)
+    seen = []  # per Gr call: (side, batch, G lr, D lr, Adam steps taken by G so far)
 
     def record(module, args, out):
         opt_g, opt_d = (o.optimizer for o in model._optimizer_pair())
         first = next(iter(model.generator.reenactment.parameters()))
         taken = int(opt_g.state[first]["step"]) if first in opt_g.state else 0
-        seen.append((out.shape[-1], opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"], taken))
+        seen.append((out.shape[-1], len(out), opt_g.param_groups[0]["lr"], opt_d.param_groups[0]["lr"], taken))
 
     model.generator.reenactment.register_forward_hook(record)
-    fit_on_batches(model, [synthetic_batch(cfg, [0, 1])], steps=6)
+    fit_on_batches(model, [synthetic_batch(cfg, [0, 1])], steps=8)
     per_step = seen[::3]  # direct, midpoint, two-step: one record per training step
-    assert [side for side, *_ in per_step] == [16, 16, 16, 32, 32, 32]
+    assert [(side, batch) for side, batch, *_ in per_step] == [(16, 2)] * 3 + [(32, 1)] * 5
     expected = [(1e-4, 1e-5, 0), (1e-4, 1e-5, 1), (5e-5, 5e-6, 2),  # decay after 2 steps
-                (4e-5, 4e-6, 0), (4e-5, 4e-6, 1), (2e-5, 2e-6, 2)]  # full size: new Adam, lr and decay restarted
-    for (_, lr_g, lr_d, taken), (want_g, want_d, want_taken) in zip(per_step, expected, strict=True):
+                (4e-5, 4e-6, 0), (4e-5, 4e-6, 1), (4e-5, 4e-6, 2), (4e-5, 4e-6, 3),  # new Adam, lr restarted,
+                (2e-5, 2e-6, 4)]  # and the decay: after 4 steps of half the batch
+    for (_, _, lr_g, lr_d, taken), (want_g, want_d, want_taken) in zip(per_step, expected, strict=True):
         assert (lr_g, lr_d, taken) == (pytest.approx(want_g), pytest.approx(want_d), want_taken)
+
+
+def test_frozen_generators_run_at_the_side_their_checkpoints_record(tmp_path):
+    """Official: the frozen Gs / Gr see full-resolution images in the 128 px phase, their outputs resized. Here
+    Gs's record says 64 px, Gr's 32 px; an inpainting run in its half-size phase (16 px) calls each at its own."""
+    segmentation = save_stage(tmp_path / "s", "segmentation")
+    checkpoint = torch.load(segmentation, weights_only=True)
+    assert checkpoint["swaplab"]["stages"]["resolutions"] == {"segmentation": 32}  # the run's data.resolution
+    checkpoint["swaplab"]["stages"]["resolutions"] = {"segmentation": 64}  # as if trained on 64 px crops
+    torch.save(checkpoint, segmentation)
+    reenactment = save_stage(tmp_path / "r", "reenactment", f"model.predecessor_ckpt={segmentation}")
+    cfg = compose_config("train", tmp_path, ["model=fsgan", "model.stage=inpainting", *TINY_FSGAN,
+                                             f"model.predecessor_ckpt={reenactment}", "model.progressive_steps=1"])
+    model, _ = build_model(cfg)
+    assert model.frozen_resolutions == {"segmentation": 64, "reenactment": 32}
+    sides = {name: [] for name in STAGES}
+    for name in STAGES:
+        model.generator[name].register_forward_hook(
+            lambda m, args, out, name=name: sides[name].append((args[0].shape[-1], out.shape[-1])))
+    fit_on_batches(model, [synthetic_batch(cfg, [0, 1])], steps=1, ckpt=tmp_path / "inpainting.ckpt")
+    assert set(sides["segmentation"]) == {(64, 64)} and set(sides["reenactment"]) == {(32, 32)}
+    assert sides["inpainting"] == [(16, 16)]  # the training generator at the phase's side
+    record = safe_torch_load(tmp_path / "inpainting.ckpt")["swaplab"]["stages"]
+    assert [recorded_resolution(record, name) for name in STAGES[:3]] == [64, 32, 16]
 
 
 @pytest.mark.slow
@@ -458,12 +491,15 @@ def test_experiments_hold_the_official_settings(stage, tmp_path):
     assert list(cfg.model.generator.segmentation.widths) == [64, 128, 256, 512, 1024]
     assert (cfg.model.optimizer_g.lr, cfg.model.optimizer_d.lr) == (1e-4, 1e-5)
     assert list(cfg.model.optimizer_d.betas) == [0.5, 0.999]
-    # v1 experiments: epochs at 128 / 256 px of 40k samples (1250 steps at batch 32), StepLR(10 epochs, 0.5)
+    # v1 experiments: epochs at 128 / 256 px of 40k samples, StepLR(10 epochs, 0.5)
     epochs = {"segmentation": None, "reenactment": (40, 60), "inpainting": (20, 40), "blending": (20, 40)}[stage]
     if epochs is None:
         assert cfg.model.progressive_steps == 0 and cfg.model.scheduler_g is None
     else:
-        assert (cfg.model.progressive_steps, cfg.trainer.max_steps) == (epochs[0] * 1250, sum(epochs) * 1250)
+        # batch 32 at 128 px, 16 at 256 px: 2500 steps per epoch there
+        assert (cfg.model.progressive_steps, cfg.trainer.max_steps) == (epochs[0] * 1250,
+                                                                         epochs[0] * 1250 + epochs[1] * 2500)
+        assert (cfg.data.batch_size, cfg.model.full_resolution_batch) == (32, 16)
         assert dict(cfg.model.full_resolution_lr) == {"g": 4e-5, "d": 4e-6}
         for scheduler in (cfg.model.scheduler_g, cfg.model.scheduler_d):
             assert (scheduler._target_, scheduler.step_size, scheduler.gamma) == (

@@ -43,22 +43,6 @@ def face_label_mask(labels: torch.Tensor) -> torch.Tensor:
     return (labels == FACE).unsqueeze(1)
 
 
-def random_holes(faces: torch.Tensor, min_size: float = 0.1, max_size: float = 0.4,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """One random axis-aligned box per sample (sides in [min_size, max_size] of the image) over B x 1 x H x W
-    masks: the face regions Gc learns to fill (the official code cuts random hair-shaped holes). Drawn from
-    `generator` (training: the step's, SwapModule.step_generator), else the global RNG."""
-    b, _, h, w = faces.shape
-    u = torch.rand(b, 4, device=faces.device, generator=generator)
-    size = min_size + (max_size - min_size) * u[:, :2]
-    lo = u[:, 2:] * (1 - size)  # (x, y) of the box's corner, fractions
-    xs = (torch.arange(w, device=faces.device) + 0.5) / w
-    ys = (torch.arange(h, device=faces.device) + 0.5) / h
-    inside_x = (xs >= lo[:, :1]) & (xs < lo[:, :1] + size[:, :1])  # B x W
-    inside_y = (ys >= lo[:, 1:]) & (ys < lo[:, 1:] + size[:, 1:])  # B x H
-    return (inside_y[:, :, None] & inside_x[:, None, :]).unsqueeze(1)
-
-
 def transfer(face: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The face pasted into the target where `mask` (B x 1 x H x W, bool) is set."""
     return torch.where(mask, face, target)

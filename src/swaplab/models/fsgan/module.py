@@ -13,7 +13,8 @@ stages; LSGAN against a multi-scale PatchGAN; pix = L1, id / attr = the VGGFace2
                 _id (no attribute term) against the target, reenact_step_seg. The midpoint render itself is
                 compared with nothing: only where the two steps end is. Inference runs `num_steps` applications
                 of Gr along the landmark path (the official stepwise inference: a fixed 2).
-  inpainting:   Gc fills the reenacted face (random holes cut in training) inside the target's face mask;
+  inpainting:   Gc fills the reenacted face inside the target's face mask; training cuts a hole shaped like the
+                official ones into the reenacted face (an ellipse on its border, swaplab.models.fsgan.holes);
                 inpaint_* against the target's own face (same-identity pairs); the D sees that face as real.
   blending:     Gb blends the inpainted face transferred into the target; blend_* against the Poisson blending
                 (cv2.seamlessClone NORMAL_CLONE) of that transfer into the target, on every pair.
@@ -43,12 +44,12 @@ from swaplab.models.fsgan.generators import (
     FSGANGenerators,
     face_label_mask,
     half_resolution,
-    random_holes,
     transfer,
 )
 from swaplab.models.fsgan.heatmaps import interpolate_views, landmark_heatmaps
+from swaplab.models.fsgan.holes import HOLE_DRAWS, hair_holes
 from swaplab.models.fsgan.views import ViewMap
-from swaplab.models.stages import load_predecessors, self_contained_config
+from swaplab.models.stages import load_predecessors, recorded_resolution, self_contained_config
 
 
 def _optimize_only(optimizer: Callable[..., torch.optim.Optimizer], module: nn.Module, _params: Any
@@ -81,6 +82,7 @@ class FSGAN(SwapModule):
         heatmap_sigma: float = 2.0,          # landmark Gaussian std in pixels of a 256 crop (scaled with the side)
         progressive_steps: int = 0,          # first steps at half resolution, global U-Net only (128 -> 256)
         full_resolution_lr: Mapping[str, float] | None = None,  # {"g", "d"}: fresh optimizers at these lrs at 256
+        full_resolution_batch: int | None = None,  # global pairs per step at full resolution (official: 16 at 256)
         **base_kwargs: Any,
     ) -> None:
         if stage not in STAGES:
@@ -96,6 +98,10 @@ class FSGAN(SwapModule):
         if self.full_resolution_lr and (not progressive_steps or not set(self.full_resolution_lr) <= {"g", "d"}):
             raise ValueError(f"full_resolution_lr ({self.full_resolution_lr}) takes keys g / d and needs "
                              "progressive_steps > 0")
+        self.full_resolution_batch = full_resolution_batch
+        if full_resolution_batch is not None and (full_resolution_batch < 1 or not progressive_steps):
+            raise ValueError(f"full_resolution_batch ({full_resolution_batch}) must be >= 1 and needs "
+                             "progressive_steps > 0")
         if progressive_steps and stage == "segmentation":
             raise ValueError("progressive training runs the multi-scale generators (Gr, Gc, Gb), not Gs")
         self._full_resolution_started = False
@@ -105,6 +111,11 @@ class FSGAN(SwapModule):
         for name in earlier:
             self.predecessors.load_into(name, generator[name])
         self.predecessors.release()
+        # the side each frozen generator was trained at (its run's record): it runs there, whatever this phase's
+        # side (official: the frozen Gs / Gr see the full-resolution images, their outputs resized to the phase's)
+        record = (self.predecessors.predecessor or {}).get("record")
+        self.frozen_resolutions = {name: recorded_resolution(record, name) for name in earlier}
+        self._trained_side: int | None = None  # the side of the last training batch: the resolution recorded
         for name in STAGES:
             generator[name].requires_grad_(name == stage)
         self.train(self.training)  # frozen generators in eval mode from the start (fit alone never calls train)
@@ -122,6 +133,9 @@ class FSGAN(SwapModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
+        side = self._trained_side or (self.run_config.get("data") or {}).get("resolution")
+        if side:  # the side the training stage was trained at (so far): later stages run it there
+            checkpoint["swaplab"]["stages"]["resolutions"] = {self.stage: int(side)}
         self_contained_config(checkpoint["swaplab"], self.predecessors)
 
     def train(self, mode: bool = True) -> FSGAN:
@@ -155,8 +169,16 @@ class FSGAN(SwapModule):
     # ---- the stages ------------------------------------------------------------------------------
     def _run(self, generator: FSGANGenerators, stage: str, x: torch.Tensor, global_only: bool = False
              ) -> torch.Tensor:
-        """One generator; a frozen one runs without a graph, the training one (`global_only`: the progressive
-        phase's global U-Net alone) with one."""
+        """One generator; a frozen one runs without a graph, at the side it was trained at (its input resized
+        there and its output back, bilinearly), the training one (`global_only`: the progressive phase's global
+        U-Net alone) with one."""
+        side = self.frozen_resolutions.get(stage)
+        if stage != self.stage and side and side != x.shape[-1]:
+            size = x.shape[-2:]
+            with torch.no_grad():
+                out = generator[stage](F.interpolate(x, size=(round(size[0] * side / size[1]), side),
+                                                     mode="bilinear", align_corners=False, antialias=side < size[1]))
+                return F.interpolate(out, size=size, mode="bilinear", align_corners=False, antialias=side > size[1])
         if stage != self.stage or not torch.is_grad_enabled():
             with torch.no_grad():
                 return generator[stage](x)
@@ -229,13 +251,13 @@ class FSGAN(SwapModule):
         extras = (extras or {}) | {"steps": images, "seg_logits": seg_logits}
         if self.stage == "reenactment":
             return SwapOutput(images[-1], extras | {"adv_fake": images[-1], "adv_real": target})
-        segment = generator.segmentation
+        segment = functools.partial(self._run, generator, "segmentation")  # frozen: at its recorded side
         reenacted = images[-1].detach()
         reenacted_face = face_label_mask(self.labels(reenacted, segment))
         target_face = face_label_mask(self.labels(target, segment, truth))
-        if self.training and self.stage == "inpainting":
-            holes = truth.get("inpainting_holes") if truth is not None else None
-            reenacted_face &= ~(random_holes(reenacted_face) if holes is None else holes)
+        if self.training and self.stage == "inpainting":  # holes over the reenacted face's border (official shape)
+            draws = truth.get("inpainting_hole_draws") if truth is not None else None
+            reenacted_face &= ~hair_holes(reenacted_face, draws)
         holed = reenacted.masked_fill(~reenacted_face, -1.0)
         inpainted = self._run(generator, "inpainting", torch.cat([holed, target_face.to(holed.dtype)], dim=1),
                               global_only)
@@ -313,7 +335,7 @@ class FSGAN(SwapModule):
         prefix = STAGE_PREFIX[self.stage]
         adv = {prefix + "adv": self.adversarial.generator(self.discriminator(extras["adv_fake"]))}
         if self.stage == "reenactment":  # both paths end at the target's landmarks: both are scored on the target
-            labels = self.labels(target, self.generator.segmentation, batch)
+            labels = self.labels(target, functools.partial(self._run, self.generator, "segmentation"), batch)
 
             def seg(logits: torch.Tensor) -> torch.Tensor:
                 return masked_mean(F.cross_entropy(logits, labels, reduction="none").flatten(1).mean(1), same)
@@ -331,24 +353,44 @@ class FSGAN(SwapModule):
         return self.adversarial.discriminator(self.discriminator(extras["adv_real"]),
                                               self.discriminator(extras["adv_fake"]))
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        loaded = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None) if self._trainer else None
+        world = self.trainer.world_size if self._trainer else 1
+        wanted = self.full_resolution_batch
+        if stage == "fit" and wanted is not None and (wanted % world or (loaded is not None and wanted > loaded)):
+            raise ValueError(f"model.full_resolution_batch={wanted} must divide over the {world} processes and "
+                             f"not exceed data.batch_size={loaded} (the full-resolution steps train on part of "
+                             "each loaded batch)")
+
     def training_step(self, batch: Batch, batch_idx: int) -> None:
         if self.global_step < self.progressive_steps:  # progressive 128 -> 256: half resolution first
             batch = half_resolution(batch)
-        elif self.global_step == self.progressive_steps and not self._full_resolution_started:
-            self.start_full_resolution()
-        if self.stage == "inpainting":  # this step's holes: own per process and step, the same on resume
-            side = batch["target"][:, :1]
-            batch = {**batch, "inpainting_holes": random_holes(side, generator=self.step_generator(batch_idx))}
+        else:
+            if self.full_resolution_batch is not None:  # official: a smaller batch at full resolution
+                keep = self.full_resolution_batch // self.trainer.world_size
+                loaded = len(batch["target"])
+                batch = {k: v[:keep] if torch.is_tensor(v) and v.dim() else v for k, v in batch.items()}
+            if self.global_step == self.progressive_steps and not self._full_resolution_started:
+                self.start_full_resolution(loaded / keep if self.full_resolution_batch is not None else 1.0)
+        self._trained_side = batch["target"].shape[-1]
+        if self.stage == "inpainting":  # this step's hole draws: own per process and step, the same on resume
+            draws = torch.rand(len(batch["target"]), HOLE_DRAWS, device=self.device,
+                               generator=self.step_generator(batch_idx))
+            batch = {**batch, "inpainting_hole_draws": draws}
         super().training_step(batch, batch_idx)
 
-    def start_full_resolution(self) -> None:
+    def start_full_resolution(self, batch_ratio: float = 1.0) -> None:
         """The 256 px phase as the official code starts it: new optimizers (no Adam moments) at the phase's learning
-        rates, and their step decay restarted."""
+        rates, and their step decay restarted. `batch_ratio` (loaded pairs / pairs per step, full_resolution_batch):
+        a StepLR's period in steps grows by it, so that it stays the same number of samples (official: StepLR
+        counts epochs of a fixed sample count at either batch size)."""
         self._full_resolution_started = True
-        if not self.full_resolution_lr:
-            return
         schedulers = self.lr_schedulers() or []
         schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        for scheduler in schedulers:
+            if hasattr(scheduler, "step_size"):
+                scheduler.step_size = round(scheduler.step_size * batch_ratio)
         for key, optimizer in zip(("g", "d"), self._optimizer_pair(), strict=True):
             if optimizer is None or key not in self.full_resolution_lr:
                 continue
