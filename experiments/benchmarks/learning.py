@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from swaplab.data.prepare import prepare_batch
 from swaplab.data.style_sets import SyntheticStyleSet
 from swaplab.metrics import build_metrics, expert_lookup
 from swaplab.metrics.references import build_references
@@ -123,7 +124,7 @@ def style_scorer(cfg, lookup: Callable[[str], torch.nn.Module], identities: int)
     """Fast Face-swap's scorer (outputs against the style person) and its two reference rows."""
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
-    content = datamodule.val_set.__getitems__(list(range(identities)))["target"]  # held-out people, aligned
+    content = prepare_batch(datamodule.val_set.__getitems__(list(range(identities))))["target"]  # held out, aligned
     style = cfg.model.style_set
     # held-out renders of the style person (another seed than its training set): half give the centre, half the
     # reference row, so the row is not scored against itself

@@ -25,7 +25,9 @@ class SwapDataModule(pl.LightningDataModule):
     """Serves `train` / `val` datasets of swap pairs.
 
     Batches are dicts with at least `source`, `target` (B,3,H,W) in [-1, 1] and `same` (B,) bool, plus
-    whatever ground truth the dataset has (`target_pose`, `source_identity`, ...). `batch_size` is the
+    whatever ground truth the dataset has (`target_pose`, `source_identity`, ...): so after
+    `swaplab.data.prepare.prepare_batch`, which the SwapModule runs on the device after transfer; the real-face
+    datasets' loader batches are compact (uint8 crops at the stored size). `batch_size` is the
     global batch: each of N processes loads batch_size / N. `wrap` turns the source's pairs into a method's
     (a callable dataset -> dataset applied to `train` and `val`, e.g. Fast Face-swap's frontal alignment): the
     data config names the dataset source, the experiment the method's view of it.

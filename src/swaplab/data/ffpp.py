@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from swaplab.data.pairs import FacePairs, pair_flags
+from swaplab.data.prepare import GEOMETRY, MATRIX
 from swaplab.data.store import FaceStore
 from swaplab.errors import DataNotFoundError
 from swaplab.faces.parsing import DEFAULT_GROUPS, group_matrix
@@ -275,7 +276,7 @@ class FaceForensicsPairs(FacePairs):
             images = read_video_frames(path, wanted, check_end=False)[0]
             for row, k in zip(at, inverse.reshape(-1).tolist(), strict=True):
                 out[row] = self._crop_like(images[k], self._video_name(targets[row]), int(frames[row]), size)
-        return self.to_template(torch.from_numpy(out), None)[0]
+        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
     def _crop_like(self, image: np.ndarray, video: str, frame: int, size: int) -> np.ndarray:
         """`image` (a full frame of `video`'s geometry) cropped as the stored crop of (video, frame)."""
@@ -369,4 +370,5 @@ class FaceForensicsFrames(FaceForensicsPairs):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         batch = super().__getitems__(indices)
-        return {"image": batch["target"], "video": batch["target_video"], "frame": batch["frame"]}
+        return {"image": batch["target"], "video": batch["target_video"], "frame": batch["frame"],
+                **{k: batch[k] for k in (GEOMETRY, MATRIX)}}

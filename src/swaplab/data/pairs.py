@@ -1,10 +1,13 @@
 """Swap pairs from stored face crops: pair sampling, template conversion and augmentation shared by every
 real-face dataset (folders, the preprocessed store, FaceForensics++).
 
-Every dataset yields the batch schema of `data=synthetic` (CORE_KEYS): `source`, `target` (B x 3 x R x R
-in [-1, 1], crops in the dataset's output `template`), the pair flags (PAIR_FLAGS), `index`, and
-`source_identity` / `target_identity` (int64, -1 when unknown); with parsing labels also `source_mask` /
-`target_mask` (B x R x R int64: 0 background, 1 face, 2 hair, as the synthetic faces).
+Every dataset yields, after `swaplab.data.prepare.prepare_batch` (run on the training device), the batch schema
+of `data=synthetic` (CORE_KEYS): `source`, `target` (B x 3 x R x R in [-1, 1], crops in the dataset's output
+`template`), the pair flags (PAIR_FLAGS), `index`, and `source_identity` / `target_identity` (int64, -1 when
+unknown); with parsing labels also `source_mask` / `target_mask` (B x R x R int64: 0 background, 1 face, 2
+hair, as the synthetic faces). What the datasets themselves return (in DataLoader workers) is compact: uint8
+crops at the stored size and template, uint8 masks, and the small `_geometry` / `_matrix` / `_augment` keys
+that tell `prepare_batch` how to finish them (see swaplab.data.prepare).
 """
 
 from __future__ import annotations
@@ -13,11 +16,21 @@ from collections.abc import Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from swaplab.data.prepare import (
+    AUGMENT,
+    GEOMETRY,
+    IMAGE_KEYS,
+    KEEP,
+    MASK_KEYS,
+    MATRIX,
+    RESIZE,
+    WARP,
+    finish_geometry,
+)
 from swaplab.data.synthetic_faces import hash_uniform
-from swaplab.faces.templates import CANONICAL, convert_crops, get_template
+from swaplab.faces.templates import CANONICAL, conversion_matrix, get_template
 
 # The pair vocabulary of every swap dataset, method and config:
 #   same_image:    X_s is X_t (the very same crop; its augmentation too, see check_augment)
@@ -102,6 +115,8 @@ class FacePairs(Dataset):
         self.augment = check_augment(augment)
         self.resolution, self.seed = int(resolution), seed
         self.stored_template, self.template = get_template(stored_template), get_template(template, resolution)
+        self.geometry_in_worker = False  # set by MixedPairs when its parts store crops at different sizes
+        self._matrix: tuple[int, torch.Tensor] | None = None
         self.same_identity_rate, self.same_image_rate = same_identity_rate, same_image_rate
         labels = np.asarray(identities, np.int64)
         if labels.ndim != 1 or len(labels) < 2:
@@ -151,39 +166,53 @@ class FacePairs(Dataset):
         p = self.pairs(keys)
         crops, inverse = torch.unique(torch.cat([p["target"], p["source"]]), return_inverse=True)
         images, labels = self.read(crops.numpy())
-        images, labels = self.to_template(images, labels)
+        images = images.permute(0, 3, 1, 2).contiguous()  # uint8 B x 3 x S x S: converted on the device
+        labels = None if labels is None else labels.to(torch.uint8)
         b = len(keys)
         batch = {"index": keys, **{k: p[k] for k in pair_flags(p["same"], p["same_image"])},
                  "target": images[inverse[:b]], "source": images[inverse[b:]],
                  "target_identity": self.identities[p["target"]], "source_identity": self.identities[p["source"]]}
         if labels is not None:
             batch["target_mask"], batch["source_mask"] = labels[inverse[:b]], labels[inverse[b:]]
-        if self.augment:
-            augment_pairs(batch, self.augment, self.seed, keys)
+        batch[GEOMETRY], batch[MATRIX] = self.geometry(images.shape[-1], b)
+        if self.geometry_in_worker:
+            self.settle_geometry(batch)
+        batch[AUGMENT] = augment_params(self.augment, self.seed, keys, p["same_image"])
         return batch
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([i]).items()}
 
-    def to_template(self, images: torch.Tensor, labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """uint8 B x S x S x 3 crops of the stored template -> B x 3 x R x R in [-1, 1] crops of the output
-        template (one batched resize or warp), labels alike with nearest sampling."""
-        x = images.permute(0, 3, 1, 2).float()
-        same_template = self.stored_template.name == self.template.name
-        if same_template and x.shape[-1] != self.resolution:
-            x = F.interpolate(x, size=(self.resolution,) * 2, mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > self.resolution)
-        elif not same_template:
-            x = convert_crops(x, self.stored_template.at(x.shape[-1]), self.template)
-        if labels is not None:
-            y = labels[:, None].float()
-            if same_template:
-                y = F.interpolate(y, size=(self.resolution,) * 2, mode="nearest")
-            else:
-                y = convert_crops(y, self.stored_template.at(y.shape[-1]), self.template, padding_mode="zeros",
-                                  mode="nearest")
-            labels = y[:, 0].round().long()
-        return (x / 127.5 - 1).clamp(-1, 1), labels
+    def geometry(self, size: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_geometry` and `_matrix` of B crops stored at S = `size`: a resize for crops of the output template
+        (none at the output size), else the warp from the stored template at S to the output template."""
+        if self.stored_template.name == self.template.name:
+            mode, matrix = (KEEP if size == self.resolution else RESIZE), torch.eye(2, 3)
+        else:
+            mode = WARP
+            if self._matrix is None or self._matrix[0] != size:
+                m = conversion_matrix(self.stored_template.at(size), self.template)
+                self._matrix = (size, torch.as_tensor(np.array(m), dtype=torch.float32))
+            matrix = self._matrix[1]
+        geometry = torch.tensor([[mode, self.resolution]], dtype=torch.int32).expand(b, 2).clone()
+        return geometry, matrix.expand(b, 2, 3).clone()
+
+    def settle_geometry(self, batch: dict[str, torch.Tensor]) -> None:
+        """In place: crops (and masks) brought to the output template here, still uint8 (a MixedPairs of parts
+        stored at different sizes: one batch can only carry one crop size)."""
+        geometry, matrix = batch[GEOMETRY], batch[MATRIX]
+        for key in IMAGE_KEYS:
+            if key in batch:
+                batch[key] = finish_geometry(batch[key], geometry, matrix, False).round().clamp(0, 255).to(torch.uint8)
+        for key in MASK_KEYS:
+            if key in batch:
+                batch[key] = finish_geometry(batch[key][:, None], geometry, matrix, True)[:, 0].to(torch.uint8)
+        batch[GEOMETRY] = torch.tensor([KEEP, self.resolution], dtype=torch.int32).expand_as(geometry).clone()
+
+    @property
+    def transfer_size(self) -> int:
+        """S: the size of the crops `read` returns."""
+        return int(getattr(self, "stored_size", None) or self.stored_template.size)
 
 
 def check_augment(augment: Mapping[str, float] | None) -> dict[str, float]:
@@ -200,33 +229,26 @@ def check_augment(augment: Mapping[str, float] | None) -> dict[str, float]:
     return {k: float(v) for k, v in augment.items() if v}
 
 
-def augment_pairs(batch: dict[str, torch.Tensor], augment: Mapping[str, float], seed: int,
-                  keys: torch.Tensor) -> None:
-    """In place, batched: flip and colour-jitter `source` / `target` (and their masks)."""
+def augment_params(augment: Mapping[str, float], seed: int, keys: torch.Tensor,
+                   same_image: torch.Tensor) -> torch.Tensor:
+    """`_augment` of pairs `keys` (B x 2 x 4 float32; rows target, source): the flip flag and the brightness /
+    contrast / saturation factors (drawn from [1 - s, 1 + s]), from the pair key by hash; the source copies the
+    target's draws where same_for_pair is set and for same-image pairs. Applied on the device
+    (swaplab.data.prepare.apply_augment)."""
     b = len(keys)
-    shared = torch.full((b,), bool(augment.get("same_for_pair")), dtype=torch.bool) | batch["same_image"]
-    for side, stream in (("target", 0), ("source", 1)):
+    shared = torch.full((b,), bool(augment.get("same_for_pair")), dtype=torch.bool) | same_image
+    sides = []
+    for stream in (0, 1):  # target, source
         u = hash_uniform(seed, [keys, _AUGMENT_STREAM, stream], 4, keys)
-        if side == "target":
+        if stream == 0:
             target_u = u
         else:
             u = torch.where(shared[:, None], target_u, u)
-        flip = u[:, 0] < augment.get("hflip", 0.0)
-        x = batch[side]
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        if f"{side}_mask" in batch:
-            batch[f"{side}_mask"] = torch.where(flip[:, None, None], batch[f"{side}_mask"].flip(-1),
-                                                batch[f"{side}_mask"])
+        flip = (u[:, 0] < augment.get("hflip", 0.0)).float()
         factors = [1 + augment.get(name, 0.0) * (2 * u[:, k] - 1)
                    for k, name in enumerate(("brightness", "contrast", "saturation"), start=1)]
-        if any(augment.get(n) for n in ("brightness", "contrast", "saturation")):
-            rgb = (x + 1) / 2 * factors[0].view(b, 1, 1, 1)
-            mean = rgb.mean((1, 2, 3), keepdim=True)
-            rgb = (rgb - mean) * factors[1].view(b, 1, 1, 1) + mean
-            gray = (rgb * rgb.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-            rgb = (rgb - gray) * factors[2].view(b, 1, 1, 1) + gray
-            x = rgb.clamp(0, 1) * 2 - 1
-        batch[side] = x
+        sides.append(torch.stack([flip, *factors], 1))
+    return torch.stack(sides, 1)
 
 
 class MixedPairs(Dataset):
@@ -244,6 +266,10 @@ class MixedPairs(Dataset):
         if len(templates) > 1 or len(sizes) > 1:
             raise ValueError(f"mixed datasets must serve one template and resolution, got {templates} / {sizes}")
         self.template, self.resolution = self.parts[0].template, self.parts[0].resolution
+        crop_sizes = {getattr(d, "transfer_size", None) for d in self.parts}
+        if len(crop_sizes) > 1:  # one batch carries one crop size: the parts finish their geometry in the worker
+            for d in self.parts:
+                d.geometry_in_worker = True
         self.ends = torch.tensor([len(d) for d in self.parts]).cumsum(0)
         self.pairs_vary_by_epoch = any(getattr(d, "pairs_vary_by_epoch", False) for d in self.parts)
 

@@ -309,6 +309,7 @@ class PreprocessedFacePairs(FacePairs):
         super().__init__(self.store.identities[self.index], resolution, self.store.template, template,
                          same_identity_rate, same_image_rate, seed, augment)
         self.stored_template = self.stored_template.at(self.store.size)
+        self.stored_size = self.store.size
 
     def read(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
         rows = self.index[np.asarray(indices, np.int64)]

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from swaplab.data.prepare import prepare_batch
 from swaplab.data.synthetic import SyntheticSwapDataset
 from swaplab.data.synthetic_faces import SyntheticFaces
 from swaplab.errors import DataNotFoundError
@@ -241,7 +242,7 @@ class FrontalAlignedPairs(Dataset):
         """Aligned pairs. A source that is the target image itself (`same_image`: the same crop, transformed
         alike) takes the aligned target: no second landmark fit or warp (Fast Face-swap's content pairs are all
         such pairs, so their unused source costs nothing)."""
-        batch = dict(self.dataset.__getitems__(indices))
+        batch = dict(prepare_batch(self.dataset.__getitems__(indices)))  # compact crops: finished here (CPU)
         self._align(batch, "target")
         same = batch["same_image"].bool() if "same_image" in batch else torch.zeros(len(indices), dtype=torch.bool)
         source_keys = [k for k in ("source", "source_landmarks", "source_mask") if k in batch]

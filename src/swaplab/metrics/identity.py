@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, default_collate
 
+from swaplab.data.prepare import prepare_batch
 from swaplab.errors import plain_user_errors
 from swaplab.experts.base import weights_sha256
 from swaplab.faces.templates import CANONICAL
@@ -31,10 +32,11 @@ def label_means(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
 
 
 def read_items(dataset: Dataset, indices: list[int]) -> Mapping[str, Any]:
-    """Items `indices` of a map-style dataset as one batch (one `__getitems__` call where it has one)."""
+    """Items `indices` of a map-style dataset as one float batch (one `__getitems__` call where it has one;
+    compact crops finished by `prepare_batch`)."""
     if hasattr(dataset, "__getitems__"):
-        return dataset.__getitems__(indices)
-    return default_collate([dataset[i] for i in indices])
+        return prepare_batch(dataset.__getitems__(indices))
+    return prepare_batch(default_collate([dataset[i] for i in indices]))
 
 
 def dataset_batches(dataset: Dataset, batch_size: int) -> Iterator[Mapping[str, Any]]:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from swaplab.data.pairs import PAIR_FLAGS, check_pair_rates, dataset_pair_rates, flag_rate
+from swaplab.data.prepare import prepare_batch
 from swaplab.experts import Experts
 from swaplab.losses import WeightedSum
 from swaplab.models.stages import Predecessors, stage_record
@@ -282,6 +283,8 @@ class SwapModule(pl.LightningModule):
             net.compile(backend=self.compile_backend)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # uint8 crops from the loader workers -> float batches, template warps and augmentation, on this device
+        batch = prepare_batch(batch)
         # here, not in training_step: methods look batch tensors up by identity (FSGAN's ground truth)
         if not self.channels_last or not isinstance(batch, dict):
             return batch

@@ -15,6 +15,7 @@ from test_ffpp import video_store, write_store
 
 from swaplab.data.folders import FaceFolderPairs
 from swaplab.data.pairs import CORE_KEYS, FacePairs
+from swaplab.data.prepare import prepare_batch
 from swaplab.errors import DataNotFoundError
 from swaplab.faces.templates import get_template
 
@@ -65,7 +66,7 @@ def check_schema(batch: dict, b: int, r: int) -> None:
 def test_identity_folders_label_pairs_by_folder(tmp_path):
     data = folders(identity_tree(tmp_path / "vgg"), same_identity_rate=0.5, same_image_rate=0.3)
     assert len(data) == 12 and data.identity_names == ["id00", "id01", "id02", "id03"]
-    batch = data.__getitems__(list(range(48)))
+    batch = prepare_batch(data.__getitems__(list(range(48))))
     check_schema(batch, 48, 16)
     for side in ("source", "target"):
         identity, _ = decode_colour(batch[side])
@@ -88,7 +89,7 @@ def test_identity_file_layout(tmp_path):
     data = folders(root, layout="identity_file", identity_file=tmp_path / "ids.txt", same_identity_rate=1.0,
                    same_image_rate=0.0)
     assert len(data) == 6 and data.skipped["not in the identity file"] == 1
-    batch = data.__getitems__(list(range(6)))
+    batch = prepare_batch(data.__getitems__(list(range(6))))
     check_schema(batch, 6, 16)
     identity, _ = decode_colour(batch["source"])
     assert torch.equal(identity, batch["target_identity"]) and not batch["same_image"].any()
@@ -100,7 +101,7 @@ def test_flat_layout_has_unknown_identities(tmp_path):
         write_crop(root / f"{n // 4:05d}" / f"{n:05d}.png", colour(n % 4, n // 4))  # FFHQ's nested folders
     data = folders(root, layout="flat", same_identity_rate=0.5, same_image_rate=0.0)
     assert len(data) == 8 and (data.identities == -1).all()
-    batch = data.__getitems__(list(range(64)))
+    batch = prepare_batch(data.__getitems__(list(range(64))))
     check_schema(batch, 64, 16)
     assert (batch["source_identity"] == -1).all()
     assert 0 < batch["same"].sum() < 64 and torch.equal(batch["same"], batch["same_image"])
@@ -117,7 +118,7 @@ def test_ffhq_crops_convert_to_the_output_template(tmp_path):
         cv2.imwrite(str(tmp_path / name), image)
     data = FaceFolderPairs(tmp_path, resolution=64, stored_template="ffhq_256", template="faceshifter_256")
     assert data.stored_size < 128  # decoded smaller: no upsampling needed at 64
-    crop = data.__getitems__([0])["target"][0].mean(0)
+    crop = prepare_batch(data.__getitems__([0]))["target"][0].mean(0)
     weight = (crop + 1).clamp(min=0)
     ys, xs = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     for x, y in get_template("faceshifter_256", 64).points:
@@ -142,7 +143,7 @@ class _MaskedCrops(FacePairs):
 def test_augmentation_is_consistent():
     augment = {"hflip": 0.5, "brightness": 0.3, "contrast": 0.3, "saturation": 0.3}
     data = _MaskedCrops(same_identity_rate=0.6, same_image_rate=0.7, augment=augment)
-    batch = data.__getitems__(list(range(40)))
+    batch = prepare_batch(data.__getitems__(list(range(40))))
     same = batch["same_image"]
     assert same.any() and torch.equal(batch["source"][same], batch["target"][same])
     flipped = batch["target_mask"][:, 0, -1] == 1  # bright corner moved to the right
@@ -183,7 +184,7 @@ def test_unreadable_file_at_read_time_is_replaced_and_counted(tmp_path):
     broken.write_bytes(broken.read_bytes()[:10])  # truncated after listing
     (root / "id02" / "0000.jpg").write_bytes(b"")
     index = data.files.tolist().index(b"id01/0001.jpg")
-    batch = data.__getitems__(list(range(len(data))))
+    batch = prepare_batch(data.__getitems__(list(range(len(data)))))
     identity, image = decode_colour(batch["target"])
     assert identity[index] == 1 and image[index] != 1  # another crop of the same person stands in
     assert torch.equal(identity, batch["target_identity"])
@@ -261,7 +262,7 @@ def test_data_config_trains_one_faceshifter_step(option, tmp_path):
     cfg = compose_config("train", tmp_path / "run", overrides)
     metrics, objects = train(cfg)
     assert objects["trainer"].global_step == 1
-    batch = next(iter(objects["datamodule"].train_dataloader()))
+    batch = prepare_batch(next(iter(objects["datamodule"].train_dataloader())))
     assert set(CORE_KEYS) <= set(batch)
     assert batch["source"].shape == batch["target"].shape == (4, 3, 32, 32)
     assert batch["same"].dtype == torch.bool and batch["target_identity"].dtype == torch.int64

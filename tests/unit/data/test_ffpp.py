@@ -13,6 +13,7 @@ import torch
 
 from swaplab.data import SwapDataModule
 from swaplab.data.ffpp import SPLITS_DIR, FaceForensicsPairs, load_split
+from swaplab.data.prepare import prepare_batch
 from swaplab.errors import DataNotFoundError
 
 # video id -> frame count; ids and pair format of the real test split (its first two pairs)
@@ -84,7 +85,7 @@ def test_split_pairs_ten_evenly_spaced_frames_from_the_right_videos(ffpp):
     data = dataset(ffpp)
     swaps = [("953", "974"), ("974", "953"), ("012", "026"), ("026", "012")]  # a_b and b_a per split pair
     assert data.swaps == swaps and len(data) == 40
-    batch = data.__getitems__(list(range(len(data))))
+    batch = prepare_batch(data.__getitems__(list(range(len(data)))))
     assert samples_of(batch) == expected_samples(swaps)
     assert torch.equal(batch["target_identity"], batch["target_video"])
     assert not batch["same"].any() and not batch["same_image"].any()
@@ -110,7 +111,7 @@ def test_extracted_frames_layout(ffpp, tmp_path):
             path.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(path), stamp(int(video), f))
     (tmp_path / "split.json").write_text(json.dumps(PAIRS))
-    batch = dataset(tmp_path).__getitems__(list(range(40)))
+    batch = prepare_batch(dataset(tmp_path).__getitems__(list(range(40))))
     assert samples_of(batch) == samples_of(dataset(ffpp).__getitems__(list(range(40))))
     video, index = read_stamps(batch["source"])
     assert torch.equal(video, batch["source_video"]) and torch.equal(index, batch["source_frame"])
@@ -199,7 +200,7 @@ def test_store_faces_by_video_and_frame_missing_faces_dropped(ffpp, tmp_path):
     expected = [s for s in expected_samples([("953", "974"), ("974", "953"), ("012", "026"), ("026", "012")])
                 if s[2:] != (974, spaced(37)[3]) and s[:2] != (974, spaced(37)[3])]
     assert len(data) == 38 and data.skipped["no face in the store"] == 2
-    batch = data.__getitems__(list(range(len(data))))
+    batch = prepare_batch(data.__getitems__(list(range(len(data)))))
     assert samples_of(batch) == expected and batch["target"].shape == (38, 3, 32, 32)
     for side, frame in (("target", "frame"), ("source", "source_frame")):
         video, index = read_stamps(batch[side])

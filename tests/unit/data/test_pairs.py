@@ -9,6 +9,7 @@ import torch
 from swaplab.data import SwapDataModule, SyntheticSwapDataset
 from swaplab.data.loader import ResumableSampler
 from swaplab.data.pairs import CORE_KEYS, FacePairs
+from swaplab.data.prepare import prepare_batch
 
 
 class StoredCrops(FacePairs):
@@ -57,7 +58,7 @@ def test_keys_beyond_the_length_draw_new_pairs_for_the_same_targets():
 
 def test_batch_schema_matches_the_synthetic_faces():
     data = StoredCrops(labels(), size=64, resolution=32)
-    batch = data.__getitems__([0, 5, 130, 7])
+    batch = prepare_batch(data.__getitems__([0, 5, 130, 7]))
     synthetic = SyntheticSwapDataset(resolution=32, num_identities=4, images_per_identity=2).__getitems__([0, 1])
     for key in CORE_KEYS:
         assert batch[key].dtype == synthetic[key].dtype and batch[key].shape[1:] == synthetic[key].shape[1:], key

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from swaplab.data.datamodule import collate_swaps
 from swaplab.data.pairs import CORE_KEYS
+from swaplab.data.prepare import prepare_batch
 from swaplab.data.store import (
     FaceStore,
     PreprocessedFacePairs,
@@ -133,7 +134,7 @@ def test_store_pickles_without_its_memory_maps(tmp_path):
 def test_pairs_from_the_store_yield_the_batch_schema_with_masks(tmp_path):
     _, maps = write_store(tmp_path, "png", IDS, labels=True)
     pairs = PreprocessedFacePairs(tmp_path, resolution=SIZE, same_identity_rate=0.5, seed=3)
-    batch = pairs.__getitems__(list(range(16)))
+    batch = prepare_batch(pairs.__getitems__(list(range(16))))
     assert set(CORE_KEYS) | {"source_mask", "target_mask"} == set(batch)
     assert batch["source"].shape == (16, 3, SIZE, SIZE) and batch["source"].abs().max() <= 1
     # same template and size: masks are the stored labels grouped to background / face / hair
@@ -152,7 +153,7 @@ def test_pairs_from_the_store_yield_the_batch_schema_with_masks(tmp_path):
     assert not np.any((batch["source_identity"].numpy() == ids)[~same] & (ids[~same] >= 0))
 
     no_masks = PreprocessedFacePairs(tmp_path, resolution=16, template="arcface_112", masks=False)
-    batch = no_masks.__getitems__([0, 1])
+    batch = prepare_batch(no_masks.__getitems__([0, 1]))
     assert set(batch) == set(CORE_KEYS) and batch["target"].shape == (2, 3, 16, 16)
 
 
@@ -160,7 +161,7 @@ def test_identity_subsets_and_dataloader_workers(tmp_path):
     write_store(tmp_path, "jpeg", IDS)
     subset = PreprocessedFacePairs(tmp_path, resolution=SIZE, identities=["bob", "cy"], same_identity_rate=0.0)
     assert len(subset) == 5
-    batch = subset.__getitems__(list(range(10)))
+    batch = prepare_batch(subset.__getitems__(list(range(10))))
     assert set(batch["target_identity"].tolist()) <= {1, 2} and set(batch["source_identity"].tolist()) <= {1, 2}
     assert torch.all(batch["source_identity"] != batch["target_identity"])  # rate 0: always another identity
     with pytest.raises(ValueError, match="zed"):
@@ -168,6 +169,8 @@ def test_identity_subsets_and_dataloader_workers(tmp_path):
 
     everything = PreprocessedFacePairs(tmp_path, resolution=SIZE)
     loader = DataLoader(everything, batch_size=5, num_workers=2, collate_fn=collate_swaps)
-    batches = list(loader)
-    assert len(batches) == 2 and batches[1]["target"].shape == (5, 3, SIZE, SIZE)
-    assert torch.equal(batches[1]["target"], everything.__getitems__(list(range(5, 10)))["target"])
+    batches = list(loader)  # what crossed from the workers: uint8 crops
+    assert len(batches) == 2 and batches[1]["target"].dtype == torch.uint8
+    batch = prepare_batch(batches[1])
+    assert batch["target"].shape == (5, 3, SIZE, SIZE)
+    assert torch.equal(batch["target"], prepare_batch(everything.__getitems__(list(range(5, 10))))["target"])

@@ -15,6 +15,7 @@ import torch
 from helpers import compose_config, run_cli
 from PIL import Image
 
+from swaplab.data.prepare import prepare_batch
 from swaplab.data.store import FaceStore, PreprocessedFacePairs, complete_shards, shard_prefix
 from swaplab.errors import ConfigError
 from swaplab.experts.detection import MTCNNDetector
@@ -256,7 +257,7 @@ def test_parsing_labels_and_dlib_landmarks(inputs, tmp_path):
     assert store.size == 128 and marks.shape == (2, 68, 2)
     np.testing.assert_allclose(store.matrices(), get_template("ffhq_256", 128).matrix(marks), atol=1e-3)
     assert store.identity_names == ["alice_0", "astronaut"]
-    batch = PreprocessedFacePairs(tmp_path / "ffhq", resolution=64).__getitems__([0, 1])
+    batch = prepare_batch(PreprocessedFacePairs(tmp_path / "ffhq", resolution=64).__getitems__([0, 1]))
     assert batch["target_mask"].shape == (2, 64, 64) and set(batch["target_mask"].unique().tolist()) <= {0, 1, 2}
 
 

@@ -6,6 +6,7 @@ import pytorch_lightning as pl
 import torch
 
 from swaplab.data.datamodule import collate_swaps
+from swaplab.data.prepare import prepare_batch
 from swaplab.imaging import swap_grid
 from swaplab.training.loggers import log_images
 
@@ -27,7 +28,8 @@ class ImageGridLogger(pl.Callback):
             if dataset is not None and len(dataset) > 0:
                 indices = list(range(min(self.num_samples, len(dataset))))
                 batched = getattr(dataset, "__getitems__", None)  # one vectorized call when the dataset has it
-                self._batch = collate_swaps(batched(indices) if batched else [dataset[i] for i in indices])
+                self._batch = prepare_batch(collate_swaps(batched(indices) if batched else
+                                                          [dataset[i] for i in indices]))
             else:
                 self._batch = {k: v[: self.num_samples].detach().cpu() for k, v in fallback.items()
                                if torch.is_tensor(v)}

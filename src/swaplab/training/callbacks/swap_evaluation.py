@@ -47,7 +47,7 @@ class SourceGallery(Dataset):
         return self._length
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        batch = read_items(self.pairs, indices)
+        batch = read_items(self.pairs, indices)  # a float batch (prepare_batch)
         return {"image": batch["source"], "identity": batch[self.label_key]}
 
 
