@@ -277,6 +277,7 @@ def test_paper_experiment_is_the_paper_setting(tmp_path):
         ("trainer.max_steps=-1", "set trainer.max_steps"),
         ("experts_extra=[pose,gaze]", "experts_extra names roles \\['gaze'\\]"),
         ("experts_precision=int8", "experts_precision must be fp32, bf16 or fp16"),
+        ("trainer.precision=bf16-true", "not supported: use bf16-mixed"),
     ],
 )
 def test_bad_values_fail_at_startup(override, message, tmp_path):

@@ -262,7 +262,8 @@ class FaceForensicsPairs(FacePairs):
     def read_fakes(self, targets: np.ndarray, frames: np.ndarray, sources: np.ndarray) -> torch.Tensor:
         """The frame `frames` of each swap video `<target>_<source>` in `fakes`, cropped as that frame of the
         target is (manipulated videos keep the original's geometry): with the store's transform of the target
-        frame, or, for aligned frames, resized alike. B x 3 x R x R in the output template."""
+        frame, or, for aligned frames, resized alike. uint8 B x 3 x S x S at the stored size and template, as the
+        target crops (prepare_batch finishes both alike)."""
         size = self.store.size if self.store is not None else self.stored_size
         out = np.empty((len(frames), size, size, 3), np.uint8)
         names = np.array([f"{self._video_name(t)}_{self._video_name(s)}"

@@ -263,7 +263,7 @@ class FaceSwapPipeline:
         if mode == "learned" and isinstance(out.extras.get("mask"), torch.Tensor):
             mask = out.extras["mask"].float()
         elif mode == "parsing":
-            mask = self.parser.masks(crops)["face"].float()[:, None]
+            mask = self.parser.masks(crops)["face"].float()  # B x 1 x S x S
         else:
             mask = ellipse_mask(self.template).to(crops).expand(len(crops), -1, -1, -1)
         mask = F.interpolate(mask, size=crops.shape[-2:], mode="bilinear", align_corners=False)

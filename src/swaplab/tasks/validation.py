@@ -55,6 +55,13 @@ def validate_train_config(cfg: DictConfig) -> None:
     if precision not in ("fp32", "bf16", "fp16"):
         problems.append(f"experts_precision must be fp32, bf16 or fp16, got {precision!r}")
 
+    trainer_precision = str(trainer.get("precision", "32-true"))
+    if trainer_precision in ("bf16-true", "16-true", "bf16", "16", "half"):
+        # Lightning casts float batch tensors before the transfer hooks: the loaders' template-warp matrices
+        # would lose pixels in 16 bits and the uint8 crops become float only after the cast
+        problems.append(f"trainer.precision={trainer_precision} (half-precision weights) is not supported: "
+                        "use bf16-mixed or 16-mixed")
+
     ckpt = cfg.get("ckpt_path")
     if ckpt and not Path(ckpt).is_file():
         problems.append(f"ckpt_path={ckpt} does not exist")

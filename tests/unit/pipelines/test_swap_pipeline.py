@@ -114,6 +114,26 @@ def test_blend_modes_and_masks_keep_the_frame_outside(pipe):
     pipe.options = SwapOptions()
 
 
+def test_parsing_mask_is_the_parsers_face_region(pipe):
+    """mask=parsing takes the parser's B x 1 x S x S face mask (a stub: the crop's upper half is face)."""
+    class UpperHalfFace:
+        def masks(self, crops):
+            face = torch.zeros(len(crops), 1, *crops.shape[-2:])
+            face[..., : crops.shape[-2] // 2, :] = 1
+            return {"face": face}
+
+    side = pipe.template.size
+    crops = torch.zeros(2, 3, side, side)
+    pipe.options, pipe.parser = SwapOptions(mask="parsing"), UpperHalfFace()
+    try:
+        mask = pipe.masks(pipe.model(crops, crops), crops)
+    finally:
+        pipe.options, pipe.parser = SwapOptions(), None
+    assert mask.shape == (2, 1, side, side)
+    top, bottom = mask[..., : side * 3 // 8, :], mask[..., side * 5 // 8 :, :]
+    assert top.min() > 0.99 and bottom.max() < 0.01  # feathered only at the border
+
+
 def test_paste_back_known_answer():
     frames = torch.zeros(2, 3, 8, 10)
     crops = torch.ones(1, 3, 4, 4)

@@ -112,7 +112,8 @@ class FSGAN(SwapModule):
             self.predecessors.load_into(name, generator[name])
         self.predecessors.release()
         # the side each frozen generator was trained at (its run's record): it runs there, whatever this phase's
-        # side (official: the frozen Gs / Gr see the full-resolution images, their outputs resized to the phase's)
+        # side. Deviation: in the half-size phase a frozen stage gets that phase's input upsampled; the official
+        # code gives it the full-resolution images and resizes its outputs to the phase's side
         record = (self.predecessors.predecessor or {}).get("record")
         self.frozen_resolutions = {name: recorded_resolution(record, name) for name in earlier}
         self._trained_side: int | None = None  # the side of the last training batch: the resolution recorded
@@ -134,6 +135,8 @@ class FSGAN(SwapModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         side = self._trained_side or (self.run_config.get("data") or {}).get("resolution")
+        if side and self._trained_side is None and self.global_step < self.progressive_steps:
+            side = side // 2  # saved in the half-size phase before any step since a resume
         if side:  # the side the training stage was trained at (so far): later stages run it there
             checkpoint["swaplab"]["stages"]["resolutions"] = {self.stage: int(side)}
         self_contained_config(checkpoint["swaplab"], self.predecessors)
