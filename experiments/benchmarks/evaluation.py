@@ -3,6 +3,8 @@ metric's experts on the device), on procedural faces. Prints one JSON object.
 
     .venv/bin/python experiments/benchmarks/evaluation.py --resolution 256 --batch-size 50 --batches 10 \
         --experts random --model faceshifter            # GPU when available
+    .venv/bin/python experiments/benchmarks/evaluation.py --experts pretrained --random-weights \
+        --override experiment=faceshifter_paper --batches 200     # 10K swaps, paper-size nets (suite.py runs this)
     .venv/bin/python experiments/benchmarks/evaluation.py --tiny   # seconds on a CPU (used by the tests)
 
 The model is built from the train config (random weights: the throughput does not depend on them); the metrics
@@ -21,7 +23,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CONF, TINY, machine, synchronize, train_config  # noqa: E402
+from common import CONF, TINY, machine, random_expert_weights, synchronize, train_config  # noqa: E402
 
 from swaplab.data import SyntheticSwapDataset  # noqa: E402
 from swaplab.metrics import build_metrics  # noqa: E402
@@ -39,6 +41,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batches", type=int, default=10, help="timed batches (after one warm-up batch)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tiny", action="store_true", help="32x32, tiny networks, 2 batches of 8 (tests)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="the configured experts' architectures with seeded random weights (no files needed): "
+                             "paper-size experts with --experts pretrained")
     parser.add_argument("--override", nargs="*", default=[], help="extra train-config overrides")
     return parser.parse_args(argv)
 
@@ -50,6 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(args.device)
     cfg = train_config([f"model={args.model}", f"experts={args.experts}", f"data.resolution={args.resolution}",
                         *(TINY if args.tiny else []), *args.override])
+    if args.random_weights:
+        random_expert_weights(cfg)
     protocol = OmegaConf.load(CONF / "evaluation" / "synthetic.yaml")
     model, _ = build_model(cfg)
     specs = build_metrics(protocol.metrics)
@@ -75,7 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
     swaps = args.batches * args.batch_size
     result = {
         "machine": machine(device),
-        "setup": {"model": args.model, "experts": args.experts, "resolution": args.resolution,
+        "setup": {"model": args.model, "experts": args.experts, "random_weights": args.random_weights,
+                  "overrides": args.override, "resolution": args.resolution,
                   "batch_size": args.batch_size, "batches": args.batches, "metrics": list(keep),
                   "expert_roles": roles, "reconstruction": metrics.needs_reconstruction},
         "swaps": swaps, "seconds": round(seconds, 4), "swaps_per_second": round(swaps / seconds, 2),
