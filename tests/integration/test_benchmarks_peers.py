@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
+import sys
 import textwrap
 
 import torch
 
-from tests.helpers import load_benchmark
+from tests.helpers import ROOT, load_benchmark
 
 SLEEP = 0.25
 STANDIN = {
@@ -86,12 +88,19 @@ def test_peers_reports_a_peer_without_its_folder_as_skipped(monkeypatch, capsys)
 
 
 def test_peak_memory_counts_resident_bytes():
-    train_step = load_benchmark("train_step")
-    before = train_step.peak_memory(torch.device("cpu"))["peak_rss_bytes"]
-    block = torch.ones(64 * 2**20)  # 256 MiB, touched
-    after = train_step.peak_memory(torch.device("cpu"))["peak_rss_bytes"]
-    del block
-    assert after - before >= 200 * 2**20  # ru_maxrss is KiB on Linux: read as bytes it would grow by 256 KiB
+    # a fresh process: ru_maxrss is a high-water mark, which an earlier test in this process may already hold
+    script = textwrap.dedent("""
+        import torch
+        from tests.helpers import load_benchmark
+        train_step = load_benchmark("train_step")
+        before = train_step.peak_memory(torch.device("cpu"))["peak_rss_bytes"]
+        block = torch.ones(64 * 2**20)  # 256 MiB, touched
+        after = train_step.peak_memory(torch.device("cpu"))["peak_rss_bytes"]
+        print(after - before)
+        """)
+    grown = int(subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, capture_output=True,
+                               text=True).stdout.split()[-1])
+    assert grown >= 200 * 2**20  # ru_maxrss is KiB on Linux: read as bytes it would grow by 256 KiB
 
 
 def test_suite_resolutions_and_cpu_settings(capsys):
@@ -130,3 +139,91 @@ def test_bare_loop_halves_fsgan_batches_in_the_progressive_phase():
     model.generator["reenactment"].register_forward_pre_hook(lambda m, inputs: sides.append(inputs[0].shape[-1]))
     train_step.bare_step_fn(model, batch, device, "32-true")()
     assert sides and set(sides) == {batch["target"].shape[-1] // 2}
+
+
+HIFIFACE_STANDIN = {
+    "model/hififace.py": f"""
+        import time
+        import torch
+        from torch import nn
+        from .arcface_torch.backbones.iresnet import iresnet100
+        from .Deep3DFaceRecon_pytorch.models.networks import ReconNetWrapper
+
+        class Generator(nn.Module):
+            def __init__(self, identity_extractor_config):
+                super().__init__()
+                paths = identity_extractor_config
+                self.id_extractor = nn.Module()
+                self.id_extractor.f_3d = ReconNetWrapper(net_recon="resnet50", use_last_fc=False)
+                self.id_extractor.f_3d.load_state_dict(torch.load(paths["f_3d_checkpoint_path"])["net_recon"])
+                self.id_extractor.f_id = iresnet100(pretrained=False, fp16=False)
+                self.id_extractor.f_id.load_state_dict(torch.load(paths["f_id_checkpoint_path"]))
+                self.conv = nn.Conv2d(3, 4, 3, 1, 1)
+
+            def forward(self, i_source, i_target):
+                time.sleep({SLEEP})
+                x = self.conv(i_target)
+                return x[:, :3], x[:, :3, ::4, ::4], x[:, 3:], x[:, 3:, ::4, ::4]
+        """,
+    "model/multiscalediscriminator.py": """
+        from torch import nn
+
+        class MultiscaleDiscriminator(nn.Module):
+            def __init__(self, input_nc):
+                super().__init__()
+                self.conv = nn.Conv2d(input_nc, 1, 4, 2, 1)
+
+            def forward(self, x):
+                return [[self.conv(x)]]
+        """,
+    "model/loss.py": """
+        import lpips
+        import torch
+        from torch import nn
+        from .Deep3DFaceRecon_pytorch.models.bfm import ParametricFaceModel
+
+        class GLoss(nn.Module):
+            def __init__(self, f_3d_checkpoint_path, f_id_checkpoint_path, realism_config, sid_config):
+                super().__init__()
+                self.lpips, self.face_model = lpips.LPIPS(net="vgg"), ParametricFaceModel()
+
+            def forward(self, i_s, i_t, i_r, i_low, i_cycle, m_tar, m_r, m_low, d_r, same):
+                _, _, _, q = self.face_model.compute_for_render(torch.zeros(i_s.shape[0], 257))
+                same = same[..., None, None]
+                total = (i_r - i_t).abs().mean() + (m_r - m_tar).abs().mean() + d_r[0][0].mean() + 0 * q.sum() \\
+                    + self.lpips(i_r * same, i_t * same).mean()
+                return total, {"g": total}, {}
+
+        class DLoss(nn.Module):
+            def forward(self, d_gt, d_fake):
+                total = d_gt[0][0].mean() - d_fake[0][0].mean()
+                return total, {"d": total}
+        """,
+}
+
+
+def test_hififace_peer_runs_on_copies_of_our_experts_and_its_stand_ins_are_removed_after(tmp_path):
+    """The peer's submodules and lpips are in-process stand-ins built on our experts: its f_id and f_3d must be
+    copies of our nets with our weights (trainable, as the peer's plain modules are), its LPIPS ours, and after the
+    import the stand-ins must be gone from sys.modules (our own lpips back in place)."""
+    import sys
+
+    import lpips
+
+    peers, train_step = load_benchmark("peers"), load_benchmark("train_step")
+    folder = tmp_path / "hififace"
+    for name, text in HIFIFACE_STANDIN.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(textwrap.dedent(text))
+    _, model, batch, device = train_step.prepare(train_step.parse(["--tiny", "--model", "hififace", "--device", "cpu"]))
+    step, modules = peers.hififace_step(str(folder), model, batch, device)
+    extractor, experts = modules["G.id_extractor"], model.experts
+    for peer, ours in ((extractor.f_id, experts.identity.net), (extractor.f_3d, experts.face3d.net)):
+        assert peer is not ours and type(peer) is type(ours)
+        assert all(torch.equal(a, b) for a, b in zip(peer.state_dict().values(), ours.state_dict().values(),
+                                                     strict=True))
+        assert all(p.requires_grad for p in peer.parameters())
+    assert sys.modules["lpips"] is lpips and not any(n.split(".")[0] == "model" for n in sys.modules)
+    step()  # the peer's step runs on our batch (and its stand-in BFM returns our landmarks)
+    assert peers.params(modules)["G.id_extractor"] == sum(p.numel() for n in ("identity", "face3d") for p in
+                                           getattr(experts, n).net.parameters())
