@@ -43,6 +43,10 @@ PEERS = {
     "fsgan": {"env": "SWAPLAB_PEER_FSGAN", "model": "fsgan",
               "overrides": ["experiment=fsgan_reenactment", "model.progressive_steps=0", "model.full_resolution_lr=null",
                             "model.full_resolution_batch=null"], "resolution": 256},
+    # Ours-256's widths (generator and StarGAN-v2 D 64..512) with the peer's LPIPS backbone (VGG; ours: AlexNet);
+    # 128 px (the 2-CPU figures; 256 px was not run for time): at 64 px our encoder drops a down-sampling block
+    "hififace": {"env": "SWAPLAB_PEER_HIFIFACE", "model": "hififace",
+                 "overrides": ["experiment=hififace_256", "experts.lpips.net=vgg"], "resolution": 128},
 }
 # (our Lightning precision, our extra overrides); the peer always runs its own loop (fp32 on a CPU)
 SETTINGS = {
@@ -236,16 +240,111 @@ def fsgan_step(folder: str, ours, batch: dict, device: torch.device):
 
 @contextlib.contextmanager
 def mock_torch_load(value):
-    """torch.load returns `value`: a peer's constructor that loads a checkpoint file gets random weights."""
+    """torch.load returns `value` (or `value(path)` when callable): a peer's constructor that loads a checkpoint
+    file gets random weights."""
     original = torch.load
-    torch.load = lambda *args, **kwargs: copy.deepcopy(value)
+    torch.load = lambda path, *args, **kwargs: value(path) if callable(value) else copy.deepcopy(value)
     try:
         yield
     finally:
         torch.load = original
 
 
-BUILDERS = {"faceshifter": faceshifter_step, "fsgan": fsgan_step}
+@contextlib.contextmanager
+def hififace_standins(experts):
+    """In-process stand-ins for what maum-ai/hififace's model/{hififace,loss}.py import but the checkout lacks,
+    each built on our experts so that both sides run the same networks with the same random weights:
+    - the git submodule model/arcface_torch: `iresnet100(pretrained, fp16)` -> a copy of our identity net
+      (IResNet-100, the same architecture);
+    - the git submodule model/Deep3DFaceRecon_pytorch: `ReconNetWrapper(net_recon, use_last_fc)` -> a copy of our
+      3DMM net (ResNet-50 + the official 1x1 heads, 257 coefficients), and `ParametricFaceModel()` whose
+      `compute_for_render(c)` returns (None, None, None, landmarks) with our BFM's 68 projected landmarks (the
+      real one also builds the whole mesh, texture, normals and SH colour: work not timed here);
+    - `lpips.LPIPS(net="vgg")` -> a copy of our LPIPS module (the lpips package's own LPIPS, VGG, frozen as
+      lpips leaves it), so that nothing is downloaded."""
+    import types
+
+    face3d = experts.face3d
+
+    class ParametricFaceModel:  # noqa: D101 - the stand-in of Deep3DFaceRecon's BFM wrapper (see above)
+        def compute_for_render(self, coeffs):
+            return None, None, None, face3d.landmarks(coeffs)
+
+    def trainable(net):  # the peer's nets are plain nn.Modules: their weights require gradients
+        return copy.deepcopy(net).requires_grad_(True)
+
+    root = "model.Deep3DFaceRecon_pytorch"
+    contents = {
+        "model.arcface_torch": {}, "model.arcface_torch.backbones": {},
+        "model.arcface_torch.backbones.iresnet": {
+            "iresnet100": lambda pretrained=False, fp16=False: trainable(experts.identity.net)},
+        root: {}, f"{root}.models": {},
+        f"{root}.models.networks": {
+            "ReconNetWrapper": lambda net_recon="resnet50", use_last_fc=False: trainable(face3d.net)},
+        f"{root}.models.bfm": {"ParametricFaceModel": ParametricFaceModel},
+        "lpips": {"LPIPS": lambda net="vgg", **kwargs: copy.deepcopy(experts.lpips.net)},
+    }
+    saved = {name: sys.modules.get(name) for name in contents}
+    for name, attrs in contents.items():
+        module = types.ModuleType(name)
+        module.__path__ = []  # a package, so that its submodules import
+        module.__dict__.update(attrs)
+        sys.modules[name] = module
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+def hififace_step(folder: str, ours, batch: dict, device: torch.device):
+    """maum-ai/hififace hififace_pl.py's training_step (G then D, manual optimisation) as a plain loop, with
+    config/model.yaml's objects: model.hififace.Generator (its ShapeAwareIdentityExtractor runs f_3d and f_id
+    without gradients), pix2pixHD MultiscaleDiscriminator(input_nc=3) (3 scales, BatchNorm), model.loss.GLoss
+    (SID + realism: hinge adversarial, 100 seg, 20 rec, 1 cyc, 5 LPIPS) and DLoss, AdamW(1e-4, (0, 0.999)) for
+    both; every loss value is read (`self.log`). Submodules, BFM and LPIPS: `hififace_standins`; their
+    checkpoint loads get our nets' own weights. M_tar is our dilated face mask of the batch and `same` its
+    same-identity flag, shaped (B, 1) as its dataset's."""
+    with hififace_standins(ours.experts), peer_imports(folder, ("model",)):
+        hifi = importlib.import_module("model.hififace")
+        msd = importlib.import_module("model.multiscalediscriminator")
+        loss = importlib.import_module("model.loss")
+        states = {"f3d": {"net_recon": ours.experts.face3d.net.state_dict()},
+                  "fid": ours.experts.identity.net.state_dict()}
+        paths = {"f_3d_checkpoint_path": "f3d", "f_id_checkpoint_path": "fid"}
+        with mock_torch_load(lambda path: states[path]):
+            G = hifi.Generator(identity_extractor_config=paths).to(device).train()
+            g_loss = loss.GLoss(**paths, realism_config={}, sid_config={}).to(device)
+        D = msd.MultiscaleDiscriminator(input_nc=3).to(device).train()
+        d_loss = loss.DLoss()
+    opt_g = torch.optim.AdamW(G.parameters(), lr=1e-4, betas=(0.0, 0.999))
+    opt_d = torch.optim.AdamW(D.parameters(), lr=1e-4, betas=(0.0, 0.999))
+    i_s, i_t = batch["source"].contiguous(), batch["target"].contiguous()
+    m_tar = ours.target_mask(batch["target"], batch)  # the batch's labels, as our step reads them
+    same = batch["same_identity"].float().reshape(-1, 1)
+
+    def step() -> None:
+        i_r, i_low, m_r, m_low = G(i_s, i_t)
+        i_cycle, _, _, _ = G(i_t, i_r)
+        d_r = D(i_r)
+        g_total, g_terms, _ = g_loss(i_s, i_t, i_r, i_low, i_cycle, m_tar, m_r, m_low, d_r, same)
+        opt_g.zero_grad()
+        g_total.backward()
+        opt_g.step()
+        d_total, d_terms = d_loss(D(i_t), D(i_r.detach()))
+        opt_d.zero_grad()
+        d_total.backward()
+        opt_d.step()
+        for value in (*g_terms.values(), *d_terms.values()):
+            value.item()  # self.log reads each value every step
+
+    return step, {"G": G, "D": D, "G.id_extractor": G.id_extractor}  # G counts its frozen f_3d and f_id
+
+
+BUILDERS = {"faceshifter": faceshifter_step, "fsgan": fsgan_step, "hififace": hififace_step}
 
 
 # ---- one process: one method, one setting --------------------------------------------------------------------
