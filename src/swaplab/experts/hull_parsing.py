@@ -19,10 +19,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from swaplab.experts.dlib_models import DlibLandmarks, dlib_landmarks
+from swaplab.experts.parsing import ParsingRegions
 from swaplab.faces.crop import DLIB_FACE_BOX
 from swaplab.faces.parsing import CELEBAMASK_CLASSES, DEFAULT_GROUPS, group_matrix
 from swaplab.runtime import get_logger
@@ -70,7 +70,7 @@ def convex_hulls(points: np.ndarray, forehead: float = 0.0) -> np.ndarray:
     return np.stack([np.concatenate([h, np.repeat(h[-1:], width - len(h), 0)]) for h in hulls])
 
 
-class LandmarkHullParser(nn.Module):
+class LandmarkHullParser(ParsingRegions, nn.Module):
     """FaceParser's interface on aligned crops (B x 3 x S x S RGB in [-1, 1]) with regions drawn from dlib's 68
     landmarks (found in the fixed face box `box` of the canonical crop, as CropLandmarkPose does)."""
 
@@ -124,28 +124,6 @@ class LandmarkHullParser(nn.Module):
         one_hot = torch.zeros(len(labels), len(CELEBAMASK_CLASSES), *labels.shape[1:], device=images.device,
                               dtype=images.dtype if images.is_floating_point() else torch.float32)
         return one_hot.scatter_(1, labels[:, None], 1.0).sub_(1.0).mul_(LOGIT)
-
-    def labels(self, images: torch.Tensor) -> torch.Tensor:
-        """Hard class labels B x S x S (int64, CELEBAMASK_CLASSES indices)."""
-        return self(images).argmax(1)
-
-    def group_masks(self, logits: torch.Tensor, hard: bool = False) -> torch.Tensor:
-        """B x G x H x W group masks, as FaceParser's: summed softmax (soft; one-hot unless the logits were
-        resampled, e.g. by Experts.set_input_template) or the one-hot of the arg-max (hard)."""
-        if hard:
-            probs = F.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
-        else:
-            probs = logits.float().softmax(1).to(logits.dtype)
-        return torch.einsum("bchw,gc->bghw", probs, self.class_to_group.to(probs.dtype))
-
-    def masks(self, images: torch.Tensor, hard: bool = False) -> dict[str, torch.Tensor]:
-        """Named region masks {group: B x 1 x S x S} in [0, 1] (0 / 1 on canonical crops)."""
-        masks = self.group_masks(self(images), hard=hard)
-        return {name: masks[:, g: g + 1] for g, name in enumerate(self.group_names)}
-
-    def group_labels(self, images: torch.Tensor) -> torch.Tensor:
-        """Region labels B x S x S (int64, index into `group_names`; default 0 background, 1 face, 2 hair)."""
-        return self.class_to_group.argmax(0)[self.labels(images)]
 
     def extra_repr(self) -> str:
         return f"name={self.name}, forehead={self.forehead}, {self.weights}"

@@ -140,7 +140,37 @@ class BiSeNet(nn.Module):
         return F.interpolate(logits, size=tuple(size or x.shape[2:]), mode="bilinear", align_corners=True)
 
 
-class FaceParser(FrozenExpert):
+class ParsingRegions:
+    """Labels and named region masks from a parser's B x 19 x S x S class logits (`__call__`) and its
+    `class_to_group` (19 x G) / `group_names`: shared by FaceParser and the landmark-hull stand-in."""
+
+    class_to_group: torch.Tensor
+    group_names: Sequence[str]
+
+    def labels(self, images: torch.Tensor) -> torch.Tensor:
+        """Hard class labels B x S x S (int64, CELEBAMASK_CLASSES indices)."""
+        return self(images).argmax(1)
+
+    def group_masks(self, logits: torch.Tensor, hard: bool = False) -> torch.Tensor:
+        """B x G x H x W group masks from class logits: summed softmax probabilities (soft), or the one-hot
+        of the arg-max class (hard). Either way they sum to 1 at every pixel."""
+        if hard:
+            probs = F.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
+        else:
+            probs = logits.float().softmax(1).to(logits.dtype)
+        return torch.einsum("bchw,gc->bghw", probs, self.class_to_group.to(probs.dtype))
+
+    def masks(self, images: torch.Tensor, hard: bool = False) -> dict[str, torch.Tensor]:
+        """Named region masks {group: B x 1 x S x S} in [0, 1]; differentiable when soft."""
+        masks = self.group_masks(self(images), hard=hard)
+        return {name: masks[:, g : g + 1] for g, name in enumerate(self.group_names)}
+
+    def group_labels(self, images: torch.Tensor) -> torch.Tensor:
+        """Region labels B x S x S (int64, index into `group_names`; default 0 background, 1 face, 2 hair)."""
+        return self.class_to_group.argmax(0)[self.labels(images)]
+
+
+class FaceParser(ParsingRegions, FrozenExpert):
     """Per-pixel face parsing of aligned crops, and region masks built from class groups.
 
     Input: aligned crops B x 3 x S x S, RGB in [-1, 1]. `crop` = (lo, hi) is the square box, in fractions of
@@ -180,28 +210,6 @@ class FaceParser(FrozenExpert):
         not_background = torch.full_like(logits[:1, :, :1, :1], -1e4)
         not_background[:, 0] = 0
         return F.pad(logits, pad) + outside * not_background  # outside the box: certainly background
-
-    def labels(self, images: torch.Tensor) -> torch.Tensor:
-        """Hard class labels B x S x S (int64, CELEBAMASK_CLASSES indices)."""
-        return self(images).argmax(1)
-
-    def group_masks(self, logits: torch.Tensor, hard: bool = False) -> torch.Tensor:
-        """B x G x H x W group masks from class logits: summed softmax probabilities (soft), or the one-hot
-        of the arg-max class (hard). Either way they sum to 1 at every pixel."""
-        if hard:
-            probs = F.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
-        else:
-            probs = logits.float().softmax(1).to(logits.dtype)
-        return torch.einsum("bchw,gc->bghw", probs, self.class_to_group.to(probs.dtype))
-
-    def masks(self, images: torch.Tensor, hard: bool = False) -> dict[str, torch.Tensor]:
-        """Named region masks {group: B x 1 x S x S} in [0, 1]; differentiable when soft."""
-        masks = self.group_masks(self(images), hard=hard)
-        return {name: masks[:, g : g + 1] for g, name in enumerate(self.group_names)}
-
-    def group_labels(self, images: torch.Tensor) -> torch.Tensor:
-        """Region labels B x S x S (int64, index into `group_names`; default 0 background, 1 face, 2 hair)."""
-        return self.class_to_group.argmax(0)[self.labels(images)]
 
     @classmethod
     def build(cls, weights: str = "random", path: str | None = None, weights_dir: str | None = None,
