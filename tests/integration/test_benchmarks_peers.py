@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from tests.helpers import load_benchmark
+from helpers import load_benchmark
 
 SLEEP = 0.25
 STANDIN = {
