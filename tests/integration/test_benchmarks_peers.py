@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import torch
-
 from helpers import load_benchmark
 
 SLEEP = 0.25

@@ -426,7 +426,8 @@ def test_progressive_phases_run_at_their_resolution_with_fresh_optimizers_at_the
 
 def test_frozen_generators_run_at_the_side_their_checkpoints_record(tmp_path):
     """Official: the frozen Gs / Gr see full-resolution images in the 128 px phase, their outputs resized. Here
-    Gs's record says 64 px, Gr's 32 px; an inpainting run in its half-size phase (16 px) calls each at its own."""
+    Gs's record says 64 px, Gr's 32 px; an inpainting run in its half-size phase (16 px) calls each at its own,
+    and Gr renders the loaded 32 px source itself, not its half-size copy brought back up."""
     segmentation = save_stage(tmp_path / "s", "segmentation")
     checkpoint = torch.load(segmentation, weights_only=True)
     assert checkpoint["swaplab"]["stages"]["resolutions"] == {"segmentation": 32}  # the run's data.resolution
@@ -437,13 +438,16 @@ def test_frozen_generators_run_at_the_side_their_checkpoints_record(tmp_path):
                                              f"model.predecessor_ckpt={reenactment}", "model.progressive_steps=1"])
     model, _ = build_model(cfg)
     assert model.frozen_resolutions == {"segmentation": 64, "reenactment": 32}
-    sides = {name: [] for name in STAGES}
+    sides, inputs = {name: [] for name in STAGES}, {name: [] for name in STAGES}
     for name in STAGES:
         model.generator[name].register_forward_hook(
             lambda m, args, out, name=name: sides[name].append((args[0].shape[-1], out.shape[-1])))
-    fit_on_batches(model, [synthetic_batch(cfg, [0, 1])], steps=1, ckpt=tmp_path / "inpainting.ckpt")
+        model.generator[name].register_forward_pre_hook(lambda m, args, name=name: inputs[name].append(args[0]))
+    batch = synthetic_batch(cfg, [0, 1])
+    fit_on_batches(model, [batch], steps=1, ckpt=tmp_path / "inpainting.ckpt")
     assert set(sides["segmentation"]) == {(64, 64)} and set(sides["reenactment"]) == {(32, 32)}
     assert sides["inpainting"] == [(16, 16)]  # the training generator at the phase's side
+    assert torch.equal(inputs["reenactment"][0][:, :3], batch["source"])  # the first render: the loaded source
     record = safe_torch_load(tmp_path / "inpainting.ckpt")["swaplab"]["stages"]
     assert [recorded_resolution(record, name) for name in STAGES[:3]] == [64, 32, 16]
 

@@ -48,15 +48,19 @@ def transfer(face: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> to
     return torch.where(mask, face, target)
 
 
+def halve(x: torch.Tensor) -> torch.Tensor:
+    """An image or map at half its side: float images averaged over 2x2 pixels, labels and boolean masks
+    subsampled."""
+    return F.avg_pool2d(x, 2) if x.is_floating_point() else x[..., ::2, ::2]
+
+
 def half_resolution(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A batch at half its side (the first phase of progressive training): images averaged over 2x2 pixels,
-    label maps subsampled, landmark pixel coordinates mapped to the smaller grid (pixel centres at i)."""
+    """A batch at half its side (the first phase of progressive training): images and label maps halved,
+    landmark pixel coordinates mapped to the smaller grid (pixel centres at i)."""
     out = dict(batch)
     for key, value in batch.items():
-        if key in ("source", "target"):
-            out[key] = F.avg_pool2d(value, 2)
-        elif key.endswith("_mask") and value.ndim == 3:
-            out[key] = value[:, ::2, ::2]
+        if key in ("source", "target") or (key.endswith("_mask") and value.ndim == 3):
+            out[key] = halve(value)
         elif key.endswith("_landmarks"):
             out[key] = (value + 0.5) / 2 - 0.5
     return out

@@ -44,6 +44,7 @@ from swaplab.models.fsgan.generators import (
     FSGANGenerators,
     face_label_mask,
     half_resolution,
+    halve,
     transfer,
 )
 from swaplab.models.fsgan.heatmaps import interpolate_views, landmark_heatmaps
@@ -58,6 +59,7 @@ def _optimize_only(optimizer: Callable[..., torch.optim.Optimizer], module: nn.M
     return optimizer(module.parameters())
 
 
+FULL_RESOLUTION = "full_resolution"  # a progressive-phase batch's key: the batch before it was halved
 STAGE_PREFIX = {"segmentation": "seg_", "reenactment": "reenact_", "inpainting": "inpaint_", "blending": "blend_"}
 HOW_TO_CHAIN = (f"train the FSGAN stages in order ({' -> '.join(STAGES)}) and pass the previous stage's checkpoint, "
                 "e.g. model.predecessor_ckpt=<run dir>/checkpoints/last.ckpt")
@@ -112,8 +114,8 @@ class FSGAN(SwapModule):
             self.predecessors.load_into(name, generator[name])
         self.predecessors.release()
         # the side each frozen generator was trained at (its run's record): it runs there, whatever this phase's
-        # side. Deviation: in the half-size phase a frozen stage gets that phase's input upsampled; the official
-        # code gives it the full-resolution images and resizes its outputs to the phase's side
+        # side. In the half-size phase the frozen stages run on the full-resolution batch (FULL_RESOLUTION) and
+        # their outputs are halved where the training stage takes them, as the official code does
         record = (self.predecessors.predecessor or {}).get("record")
         self.frozen_resolutions = {name: recorded_resolution(record, name) for name in earlier}
         self._trained_side: int | None = None  # the side of the last training batch: the resolution recorded
@@ -234,30 +236,43 @@ class FSGAN(SwapModule):
         progressive = self.training and self.global_step < self.progressive_steps
         if self.stage == "reenactment":
             return self.stepwise_training(generator, batch["source"], batch["target"], batch, progressive)
+        full = batch.get(FULL_RESOLUTION) if progressive else None
+        if full is not None:  # the frozen stages on the full-resolution images, the training one at half side
+            return self.swap_path(full["source"], full["target"], generator, full, progressive, halve_trained=True)
         return self.swap_path(batch["source"], batch["target"], generator, batch, progressive)
 
     def swap_path(self, source: torch.Tensor, target: torch.Tensor, generator: nn.Module,
-                  truth: Batch | None = None, global_only: bool = False) -> SwapOutput:
+                  truth: Batch | None = None, global_only: bool = False, halve_trained: bool = False) -> SwapOutput:
         """The pipeline up to this model's stage: Gs alone (no swap: returns the target), reenactment (the
         reenacted source), inpainting (the completed face pasted by the target's face mask) or blending.
-        `truth`: a batch whose ground truth (landmarks, pose, masks) replaces the experts' estimates."""
+        `truth`: a batch whose ground truth (landmarks, pose, masks) replaces the experts' estimates.
+        `halve_trained` (the progressive phase of inpainting and blending): what reaches the training stage, and
+        everything after it, is halved (`halve`, as `half_resolution` halves the batch); the frozen stages before
+        it run on the full-resolution images."""
         if self.stage == "segmentation":
             logits = self._run(generator, "segmentation", torch.cat([source, target]), global_only)
             return SwapOutput(target, {"seg_logits": logits})
         images, seg_logits = self.reenact(generator, source, target, truth, global_only)
-        return self._complete(generator, images, seg_logits, target, truth, global_only)
+        return self._complete(generator, images, seg_logits, target, truth, global_only, halve_trained=halve_trained)
 
     def _complete(self, generator: nn.Module, images: list[torch.Tensor], seg_logits: torch.Tensor,
                   target: torch.Tensor, truth: Batch | None = None, global_only: bool = False,
-                  extras: dict[str, Any] | None = None) -> SwapOutput:
+                  extras: dict[str, Any] | None = None, halve_trained: bool = False) -> SwapOutput:
         """The swap path after the reenactment (`images`: its steps, the last one reenacted to the target)."""
         extras = (extras or {}) | {"steps": images, "seg_logits": seg_logits}
         if self.stage == "reenactment":
             return SwapOutput(images[-1], extras | {"adv_fake": images[-1], "adv_real": target})
+
+        def trained_side(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return tuple(halve(t) for t in tensors) if halve_trained else tensors
+
         segment = functools.partial(self._run, generator, "segmentation")  # frozen: at its recorded side
         reenacted = images[-1].detach()
         reenacted_face = face_label_mask(self.labels(reenacted, segment))
         target_face = face_label_mask(self.labels(target, segment, truth))
+        if self.stage == "inpainting":
+            reenacted, reenacted_face, target, target_face = trained_side(reenacted, reenacted_face, target,
+                                                                          target_face)
         if self.training and self.stage == "inpainting":  # holes over the reenacted face's border (official shape)
             draws = truth.get("inpainting_hole_draws") if truth is not None else None
             reenacted_face &= ~hair_holes(reenacted_face, draws)
@@ -269,10 +284,11 @@ class FSGAN(SwapModule):
         if self.stage == "inpainting":
             real = target.masked_fill(~target_face, -1.0)
             return SwapOutput(swapped, extras | {"adv_fake": inpainted, "adv_real": real, "inpainting_target": real})
-        swapped = swapped.detach()
+        swapped, target, target_face = trained_side(swapped.detach(), target, target_face)
         blended = self._run(generator, "blending", torch.cat([swapped, target, target_face.to(target.dtype)], dim=1),
                             global_only)
-        return SwapOutput(blended, extras | {"transfer": swapped, "adv_fake": blended, "adv_real": target})
+        return SwapOutput(blended, extras | {"transfer": swapped, "target_face": target_face, "adv_fake": blended,
+                                             "adv_real": target})
 
     # ---- face view interpolation (inference) -------------------------------------------------------
     def view_map(self, views: torch.Tensor) -> ViewMap:
@@ -338,7 +354,10 @@ class FSGAN(SwapModule):
         prefix = STAGE_PREFIX[self.stage]
         adv = {prefix + "adv": self.adversarial.generator(self.discriminator(extras["adv_fake"]))}
         if self.stage == "reenactment":  # both paths end at the target's landmarks: both are scored on the target
-            labels = self.labels(target, functools.partial(self._run, self.generator, "segmentation"), batch)
+            segment = functools.partial(self._run, self.generator, "segmentation")
+            full = batch.get(FULL_RESOLUTION)  # progressive phase: the frozen Gs labels the full-resolution target
+            labels = (self.labels(target, segment, batch) if full is None
+                      else halve(self.labels(full["target"], segment, full)))
 
             def seg(logits: torch.Tensor) -> torch.Tensor:
                 return masked_mean(F.cross_entropy(logits, labels, reduction="none").flatten(1).mean(1), same)
@@ -367,8 +386,12 @@ class FSGAN(SwapModule):
                              "each loaded batch)")
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
+        if self.stage == "inpainting":  # this step's hole draws: own per process and step, the same on resume
+            draws = torch.rand(len(batch["target"]), HOLE_DRAWS, device=self.device,
+                               generator=self.step_generator(batch_idx))
+            batch = {**batch, "inpainting_hole_draws": draws}
         if self.global_step < self.progressive_steps:  # progressive 128 -> 256: half resolution first
-            batch = half_resolution(batch)
+            batch = half_resolution(batch) | {FULL_RESOLUTION: batch}
         else:
             if self.full_resolution_batch is not None:  # official: a smaller batch at full resolution
                 keep = self.full_resolution_batch // self.trainer.world_size
@@ -377,10 +400,6 @@ class FSGAN(SwapModule):
             if self.global_step == self.progressive_steps and not self._full_resolution_started:
                 self.start_full_resolution(loaded / keep if self.full_resolution_batch is not None else 1.0)
         self._trained_side = batch["target"].shape[-1]
-        if self.stage == "inpainting":  # this step's hole draws: own per process and step, the same on resume
-            draws = torch.rand(len(batch["target"]), HOLE_DRAWS, device=self.device,
-                               generator=self.step_generator(batch_idx))
-            batch = {**batch, "inpainting_hole_draws": draws}
         super().training_step(batch, batch_idx)
 
     def start_full_resolution(self, batch_ratio: float = 1.0) -> None:
