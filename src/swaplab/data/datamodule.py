@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from swaplab.data.loader import ResumableSampler, fork_safe_opencv
+from swaplab.data.prepare import plan_batch
 from swaplab.data.subsets import TargetSubset
 from swaplab.faces.templates import CANONICAL, get_template
 from swaplab.runtime import get_logger
@@ -123,7 +124,7 @@ class SwapDataModule(pl.LightningDataModule):
         # The training loop takes this batch now (it was drawn earlier: Lightning and the workers prefetch).
         if self._train_loader is not None and self.trainer is not None and self.trainer.training:
             self._train_loader.sampler.advance(self._train_loader.batch_size)
-        return batch
+        return plan_batch(batch)  # prepare_batch's choices read here, on the CPU: none waits for the device
 
     # Checkpointed with the run (the training sampler's place) so a resumed run continues with the next unseen
     # batch.

@@ -11,6 +11,13 @@ by the dataset's hash, so a pair's augmentation does not depend on the process o
 evaluation runner, the galleries, hard-sample mining and the image grid call it too): template resize / warp,
 conversion to [-1, 1] float, flips and colour jitter, all batched, masks to int64. A batch without these keys
 (the procedural datasets, which render float images) passes through unchanged.
+
+Every data-dependent choice of that step (the output size, which rows warp or resize, which flip, whether any
+colour factor differs from 1) is a Python value of `_plan`, which `plan_batch` reads off the small keys while
+they are still on the CPU (the datamodule's on_before_batch_transfer, before the transfer): with it,
+`prepare_batch` on a GPU queues its kernels without waiting for the device (no `.item()`, `bool(tensor)` or
+`nonzero()` on device tensors), so the transfer and the step before it keep overlapping. Without `_plan` it
+reads the same choices off the batch's own tensors.
 """
 
 from __future__ import annotations
@@ -21,12 +28,40 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-GEOMETRY, MATRIX, AUGMENT = "_geometry", "_matrix", "_augment"
-PREP_KEYS = (GEOMETRY, MATRIX, AUGMENT)
+GEOMETRY, MATRIX, AUGMENT, PLAN = "_geometry", "_matrix", "_augment", "_plan"
+PREP_KEYS = (GEOMETRY, MATRIX, AUGMENT, PLAN)
 KEEP, RESIZE, WARP = 0, 1, 2
 IMAGE_KEYS = ("target", "source", "fake", "image")  # uint8 crops finished with the batch's geometry
 MASK_KEYS = {"target_mask": "target", "source_mask": "source"}  # uint8 label maps (nearest sampling)
 AUGMENTED = ("target", "source")  # rows 0 and 1 of `_augment`
+
+
+def plan_batch(batch: Any) -> Any:
+    """A compact batch with its `_plan` (read off `_geometry` / `_augment`: call it while they are on the CPU);
+    anything else is returned as it is."""
+    if not isinstance(batch, Mapping) or GEOMETRY not in batch or PLAN in batch:
+        return batch
+    return {**batch, PLAN: make_plan(batch[GEOMETRY], batch.get(AUGMENT))}
+
+
+def make_plan(geometry: torch.Tensor, augment: torch.Tensor | None = None) -> dict[str, Any]:
+    """{"size": R, "modes": {mode: rows}, "<side>_flip": rows, "<side>_jitter": bool}: plain Python values."""
+    geometry = geometry.cpu()
+    sizes = geometry[:, 1].unique().tolist()
+    if len(sizes) != 1:
+        raise ValueError(f"one batch must have one output size, got {sizes}")
+    mode = geometry[:, 0]
+    plan = {"size": int(sizes[0]), "modes": {int(m): (mode == m).nonzero()[:, 0].tolist() for m in mode.unique().tolist()}}
+    return plan | (augment_plan(augment) if augment is not None else {})
+
+
+def augment_plan(augment: torch.Tensor) -> dict[str, Any]:
+    """{"<side>_flip": the rows to flip, "<side>_jitter": whether any colour factor differs from 1}."""
+    augment, plan = augment.cpu(), {}
+    for row, side in enumerate(AUGMENTED):
+        plan[f"{side}_flip"] = (augment[:, row, 0] > 0.5).nonzero()[:, 0].tolist()
+        plan[f"{side}_jitter"] = bool((augment[:, row, 1:] != 1).any())
+    return plan
 
 
 def prepare_batch(batch: Mapping[str, Any]) -> Any:
@@ -34,16 +69,22 @@ def prepare_batch(batch: Mapping[str, Any]) -> Any:
     if not isinstance(batch, Mapping) or GEOMETRY not in batch:
         return batch
     out = {k: v for k, v in batch.items() if k not in PREP_KEYS}
-    geometry, matrix = batch[GEOMETRY], batch[MATRIX]
+    plan = batch.get(PLAN) or make_plan(batch[GEOMETRY], batch.get(AUGMENT))
+    matrix = batch[MATRIX]
     for key in IMAGE_KEYS:
         if key in out:
-            out[key] = to_float(finish_geometry(out[key], geometry, matrix, labels=False))
+            out[key] = to_float(finish_geometry(out[key], plan, matrix, labels=False))
     for key in MASK_KEYS:
         if key in out:
-            out[key] = finish_geometry(out[key][:, None], geometry, matrix, labels=True)[:, 0].long()
+            out[key] = finish_geometry(out[key][:, None], plan, matrix, labels=True)[:, 0].long()
     if AUGMENT in batch:
-        apply_augment(out, batch[AUGMENT])
+        apply_augment(out, batch[AUGMENT], plan)
     return out
+
+
+def row_index(rows: list[int], like: torch.Tensor) -> torch.Tensor:
+    """`rows` as an index tensor on `like`'s device, copied without waiting for the device."""
+    return torch.as_tensor(rows, dtype=torch.long).to(like.device, non_blocking=True)
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -52,18 +93,21 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return y.div_(127.5).sub_(1).clamp_(-1, 1)
 
 
-def finish_geometry(x: torch.Tensor, geometry: torch.Tensor, matrix: torch.Tensor, labels: bool) -> torch.Tensor:
+def finish_geometry(x: torch.Tensor, plan: dict[str, Any] | torch.Tensor, matrix: torch.Tensor, labels: bool
+                    ) -> torch.Tensor:
     """B x C x S x S crops (uint8) -> B x C x R x R in the output template: float 0..255 for images (bilinear,
-    reflection padding), the nearest label otherwise (zero padding); one batched op per mode present."""
-    mode, size = geometry[:, 0], int(geometry[0, 1])
-    if bool((geometry[:, 1] != size).any()):
-        raise ValueError(f"one batch must have one output size, got {geometry[:, 1].unique().tolist()}")
-    if bool((mode == KEEP).all()) and x.shape[-1] == size:
+    reflection padding), the nearest label otherwise (zero padding); one batched op per mode present. `plan`:
+    `make_plan`'s, or the batch's `_geometry` to make it from."""
+    if torch.is_tensor(plan):
+        plan = make_plan(plan)
+    size, modes = plan["size"], plan["modes"]
+    if set(modes) == {KEEP} and x.shape[-1] == size:
         return x.float()
-    out = x.new_empty((len(x), x.shape[1], size, size), dtype=torch.float32)
-    for m in mode.unique().tolist():
-        rows = (mode == m).nonzero()[:, 0]
-        part = x[rows].float()
+    whole = len(modes) == 1  # every row in one mode: no gather / scatter
+    out = None if whole else x.new_empty((len(x), x.shape[1], size, size), dtype=torch.float32)
+    for m, row_list in modes.items():
+        rows = None if whole else row_index(row_list, x)
+        part = (x if whole else x[rows]).float()
         if m == RESIZE or (m == KEEP and x.shape[-1] != size):
             if labels:
                 part = F.interpolate(part, size=(size, size), mode="nearest")
@@ -74,35 +118,37 @@ def finish_geometry(x: torch.Tensor, geometry: torch.Tensor, matrix: torch.Tenso
             import kornia  # slow to import: only for batches that need a warp
 
             part = kornia.geometry.transform.warp_affine(
-                part, matrix[rows].to(part.device, torch.float32), (size, size),
+                part, matrix.to(part.device, torch.float32)[slice(None) if whole else rows], (size, size),
                 mode="nearest" if labels else "bilinear", padding_mode="zeros" if labels else "reflection",
                 align_corners=True)
             if labels:
                 part = part.round()
         elif m != KEEP:
             raise ValueError(f"unknown geometry mode {m}")
+        if whole:
+            return part
         out[rows] = part
     return out
 
 
-def apply_augment(batch: dict[str, Any], augment: torch.Tensor) -> None:
+def apply_augment(batch: dict[str, Any], augment: torch.Tensor, plan: dict[str, Any] | None = None) -> None:
     """In place, batched: flip and colour-jitter `target` / `source` (and their masks) with the per-sample
-    parameters of `_augment` (B x 2 x 4: flip, brightness, contrast, saturation)."""
+    parameters of `_augment` (B x 2 x 4: flip, brightness, contrast, saturation); `plan`: `make_plan`'s."""
+    plan = plan or augment_plan(augment)
     for row, side in enumerate(AUGMENTED):
         if side not in batch:
             continue
         params = augment[:, row].to(batch[side].device)
-        flip = params[:, 0] > 0.5
-        b = len(flip)
+        b = len(params)
         x = batch[side]
-        if bool(flip.any()):  # only the flipped rows are copied
-            rows = flip.nonzero()[:, 0]
+        if plan[f"{side}_flip"]:  # only the flipped rows are copied
+            rows = row_index(plan[f"{side}_flip"], x)
             x = x.index_copy(0, rows, x[rows].flip(-1))
             if f"{side}_mask" in batch:
                 mask = batch[f"{side}_mask"]
                 batch[f"{side}_mask"] = mask.index_copy(0, rows, mask[rows].flip(-1))
         factors = params[:, 1:].to(x.dtype)
-        if bool((factors != 1).any()):
+        if plan[f"{side}_jitter"]:
             rgb = (x + 1) / 2 * factors[:, 0].view(b, 1, 1, 1)
             mean = rgb.mean((1, 2, 3), keepdim=True)
             rgb = (rgb - mean) * factors[:, 1].view(b, 1, 1, 1) + mean

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from swaplab.data.prepare import prepare_batch
+from swaplab.data.prepare import plan_batch, prepare_batch
 from swaplab.metrics.registry import SwapMetrics, SwapRecord
 
 # batch keys kept per example (those the data has) to identify rows of the per-example results
@@ -33,7 +33,7 @@ def evaluate_swaps(model: nn.Module, batches: Iterable[Mapping[str, Any]], metri
     seen: dict[str, list[torch.Tensor]] = {k: [] for k in EXAMPLE_KEYS}
     try:
         for batch in batches:
-            batch = prepare_batch(to_device(batch, device))
+            batch = prepare_batch(to_device(plan_batch(batch), device))
             source, target = batch["source"], batch["target"]
             swap = model.swap_batch(batch) if hasattr(model, "swap_batch") else model(source, target).swap
             reconstruction = None

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from swaplab.data import SwapDataModule
 from swaplab.data.pairs import FacePairs, MixedPairs
-from swaplab.data.prepare import prepare_batch
+from swaplab.data.prepare import PLAN, RESIZE, plan_batch, prepare_batch
 from swaplab.data.synthetic_faces import hash_uniform
 from swaplab.faces.templates import CANONICAL, convert_crops
 
@@ -98,6 +98,40 @@ def test_items_are_uint8_and_prepare_gives_the_old_cpu_batch(stored):
         torch.testing.assert_close(batch[key], value, atol=2e-6, rtol=0, msg=key)
     flips = raw["_augment"][:, :, 0]
     assert 0 < int(flips.sum()) < flips.numel()  # some flipped, some not
+
+
+@pytest.mark.parametrize("stored", [CANONICAL, "ffhq_256"])  # a resize; a template warp
+def test_a_planned_batch_is_prepared_from_shapes_alone(stored):
+    """On a GPU, reading a device tensor's value (bool(), .item(), .tolist(), nonzero()) waits for the device.
+    Meta tensors have shapes and no values, so any such read raises on them: with the `_plan` made on the CPU
+    (the datamodule's on_before_batch_transfer), the batch is prepared without one, and as without the plan."""
+    data = StoredCrops(stored_template=stored, augment=AUGMENT, same_identity_rate=0.5, same_image_rate=0.5)
+    raw = data.__getitems__(list(range(0, 80, 3)))
+    planned = plan_batch(raw)
+    assert PLAN in planned and planned[PLAN]["target_flip"] and planned[PLAN]["target_jitter"]
+    expected = prepare_batch(raw)
+    on_cpu = prepare_batch(planned)
+    assert on_cpu.keys() == expected.keys() and all(torch.equal(on_cpu[k], v) for k, v in expected.items())
+    meta = {k: v.to("meta") if torch.is_tensor(v) else v for k, v in planned.items()}
+    on_meta = prepare_batch(meta)
+    assert {k: (v.shape, v.dtype) for k, v in on_meta.items()} == {k: (v.shape, v.dtype) for k, v in expected.items()}
+    with pytest.raises((RuntimeError, NotImplementedError)):  # unplanned, the choices are read off the tensors
+        prepare_batch({k: v for k, v in meta.items() if k != PLAN})
+    loader = SwapDataModule(train=data, batch_size=4)  # the datamodule plans each batch before its transfer
+    assert PLAN in loader.on_before_batch_transfer(next(iter(loader.train_dataloader())), 0)
+
+
+def test_rows_in_different_modes_are_each_finished_as_they_are_alone():
+    data = StoredCrops(stored_template="ffhq_256", augment=AUGMENT)
+    raw = data.__getitems__(list(range(6)))
+    raw["_geometry"][::2, 0] = RESIZE  # rows 0, 2, 4 resized, 1, 3, 5 warped
+    batch = prepare_batch(plan_batch(raw))
+    for i in range(6):
+        alone = prepare_batch({k: v[i : i + 1] for k, v in raw.items()})
+        for key, value in alone.items():
+            torch.testing.assert_close(batch[key][i : i + 1], value, atol=1e-6, rtol=0, msg=f"{key} row {i}")
+    resized = prepare_batch({k: v[:1] for k, v in raw.items()} | {"_geometry": raw["_geometry"][1:2]})
+    assert not torch.equal(resized["target"], batch["target"][:1])  # the two modes differ on these crops
 
 
 def test_mixed_parts_of_different_sizes_settle_geometry_in_the_worker():

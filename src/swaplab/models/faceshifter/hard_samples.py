@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from swaplab.data.prepare import prepare_batch
+from swaplab.data.prepare import plan_batch, prepare_batch
 from swaplab.models.faceshifter.module import FaceShifter
 
 
@@ -21,7 +21,7 @@ def heuristic_errors(aei: nn.Module, identity: nn.Module, dataset: Dataset, batc
     """(len(dataset),) mean |X_t - AEI(X_t, z_id(X_t))| of every target crop k (the target of pair key k)."""
     scores = []
     for start in range(0, len(dataset), batch_size):
-        batch = dataset.__getitems__(list(range(start, min(start + batch_size, len(dataset)))))
+        batch = plan_batch(dataset.__getitems__(list(range(start, min(start + batch_size, len(dataset))))))
         target = prepare_batch({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()})["target"]
         self_swap, _ = aei(target, identity(target))
         scores.append((target - self_swap).abs().mean((1, 2, 3)).float().cpu())
