@@ -3,6 +3,8 @@ description of the machine."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
 import tempfile
 from pathlib import Path
@@ -56,8 +58,19 @@ def train_config(overrides: list[str]) -> DictConfig:
 
 
 def machine(device: torch.device) -> dict:
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
             "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def cpu_name() -> str:
+    """'<n>-core CPU (<model name>)' from /proc/cpuinfo (platform.processor() is empty on Linux)."""
+    model = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()}-core CPU ({model or 'unknown model'})"
 
 
 def synchronize(device: torch.device) -> None:

@@ -43,10 +43,17 @@ PEERS = {
     "fsgan": {"env": "SWAPLAB_PEER_FSGAN", "model": "fsgan",
               "overrides": ["experiment=fsgan_reenactment", "model.progressive_steps=0", "model.full_resolution_lr=null",
                             "model.full_resolution_batch=null"], "resolution": 256},
-    # Ours-256's widths (generator and StarGAN-v2 D 64..512) with the peer's LPIPS backbone (VGG; ours: AlexNet);
-    # 128 px (the 2-CPU figures; 256 px was not run for time): at 64 px our encoder drops a down-sampling block
+    # Ours-256's widths (generator and StarGAN-v2 D 64..512) with the peer's LPIPS backbone (VGG; ours: AlexNet)
     "hififace": {"env": "SWAPLAB_PEER_HIFIFACE", "model": "hififace",
-                 "overrides": ["experiment=hififace_256", "experts.lpips.net=vgg"], "resolution": 128},
+                 "overrides": ["experiment=hififace_256", "experts.lpips.net=vgg"], "resolution": 256},
+    # the same networks on both sides: ours with the peer's D (pix2pixHD MultiscaleDiscriminator(3): 3 scales,
+    # 64..512, BatchNorm, 8.30M) in place of the paper's StarGAN-v2 D; our D loss (non-saturating + R1) kept
+    "hififace_peer_d": {"env": "SWAPLAB_PEER_HIFIFACE", "model": "hififace", "builder": "hififace",
+                        "overrides": ["experiment=hififace_256", "experts.lpips.net=vgg",
+                                      "model.discriminator._target_=swaplab.nets.discriminators.MultiScaleDiscriminator",
+                                      "~model.discriminator.resolution", "+model.discriminator.num_scales=3",
+                                      "+model.discriminator.num_layers=3", "+model.discriminator.norm=batch"],
+                        "resolution": 256},
 }
 # (our Lightning precision, our extra overrides); the peer always runs its own loop (fp32 on a CPU)
 SETTINGS = {
@@ -377,7 +384,7 @@ def child(method: str, setting: str, args: argparse.Namespace) -> dict:
                                   "--override", *(spec.get("tiny_overrides", []) if args.tiny else spec["overrides"]),
                                   *switches])
     _, model, batch, device = train_step.prepare(ours_args)
-    peer, peer_modules = BUILDERS[method](folder, model, batch, device)
+    peer, peer_modules = BUILDERS[spec.get("builder", method)](folder, model, batch, device)
     bare = train_step.bare_step_fn(model, batch, device, precision)
     result = {"method": method, "setting": setting, "precision": precision, "overrides": ours_args.override,
               "resolution": ours_args.resolution, "batch_size": ours_args.batch_size,

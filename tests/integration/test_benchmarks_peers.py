@@ -222,3 +222,18 @@ def test_hififace_peer_runs_on_copies_of_our_experts_and_its_stand_ins_are_remov
     step()  # the peer's step runs on our batch (and its stand-in BFM returns our landmarks)
     assert peers.params(modules)["G.id_extractor"] == sum(p.numel() for n in ("identity", "face3d") for p in
                                            getattr(experts, n).net.parameters())
+
+
+def test_the_same_networks_variant_gives_ours_the_peers_discriminator(tmp_path):
+    """`hififace_peer_d` claims both sides run the same D: maum-ai/hififace's pix2pixHD MultiscaleDiscriminator(3)
+    has 8,299,587 weights (counted on the peer's class) in three scales of 64..512 channels with BatchNorm."""
+    import hydra
+    from helpers import compose_config
+
+    peers = load_benchmark("peers")
+    cfg = compose_config("train", tmp_path, ["model=hififace", *peers.PEERS["hififace_peer_d"]["overrides"],
+                                             "data.resolution=256"])
+    with torch.device("meta"):
+        disc = hydra.utils.instantiate(cfg.model.discriminator)
+    assert sum(p.numel() for p in disc.parameters()) == 8_299_587
+    assert len(disc.scales) == 3 and isinstance(disc.scales[0].model[3], torch.nn.BatchNorm2d)
