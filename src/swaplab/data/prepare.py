@@ -101,6 +101,8 @@ def finish_geometry(x: torch.Tensor, plan: dict[str, Any] | torch.Tensor, matrix
     if torch.is_tensor(plan):
         plan = make_plan(plan)
     size, modes = plan["size"], plan["modes"]
+    if sum(map(len, modes.values())) != len(x):
+        raise ValueError(f"the batch's _plan covers {sum(map(len, modes.values()))} rows, the batch has {len(x)}")
     if set(modes) == {KEEP} and x.shape[-1] == size:
         return x.float()
     whole = len(modes) == 1  # every row in one mode: no gather / scatter
