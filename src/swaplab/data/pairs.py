@@ -28,6 +28,7 @@ from swaplab.data.prepare import (
     RESIZE,
     WARP,
     finish_geometry,
+    make_plan,
 )
 from swaplab.data.synthetic_faces import hash_uniform
 from swaplab.faces.templates import CANONICAL, conversion_matrix, get_template
@@ -201,12 +202,13 @@ class FacePairs(Dataset):
         """In place: crops (and masks) brought to the output template here, still uint8 (a MixedPairs of parts
         stored at different sizes: one batch can only carry one crop size)."""
         geometry, matrix = batch[GEOMETRY], batch[MATRIX]
+        plan = make_plan(geometry)
         for key in IMAGE_KEYS:
             if key in batch:
-                batch[key] = finish_geometry(batch[key], geometry, matrix, False).round().clamp(0, 255).to(torch.uint8)
+                batch[key] = finish_geometry(batch[key], plan, matrix, False).round().clamp(0, 255).to(torch.uint8)
         for key in MASK_KEYS:
             if key in batch:
-                batch[key] = finish_geometry(batch[key][:, None], geometry, matrix, True)[:, 0].to(torch.uint8)
+                batch[key] = finish_geometry(batch[key][:, None], plan, matrix, True)[:, 0].to(torch.uint8)
         batch[GEOMETRY] = torch.tensor([KEEP, self.resolution], dtype=torch.int32).expand_as(geometry).clone()
 
     @property

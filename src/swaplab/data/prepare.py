@@ -93,13 +93,10 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return y.div_(127.5).sub_(1).clamp_(-1, 1)
 
 
-def finish_geometry(x: torch.Tensor, plan: dict[str, Any] | torch.Tensor, matrix: torch.Tensor, labels: bool
-                    ) -> torch.Tensor:
+def finish_geometry(x: torch.Tensor, plan: dict[str, Any], matrix: torch.Tensor, labels: bool) -> torch.Tensor:
     """B x C x S x S crops (uint8) -> B x C x R x R in the output template: float 0..255 for images (bilinear,
     reflection padding), the nearest label otherwise (zero padding); one batched op per mode present. `plan`:
-    `make_plan`'s, or the batch's `_geometry` to make it from."""
-    if torch.is_tensor(plan):
-        plan = make_plan(plan)
+    `make_plan`'s."""
     size, modes = plan["size"], plan["modes"]
     if sum(map(len, modes.values())) != len(x):
         raise ValueError(f"the batch's _plan covers {sum(map(len, modes.values()))} rows, the batch has {len(x)}")
